@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what blueq needs to build, test and run, and only what is missing.
+# Idempotent; works as root on a fresh Debian 12 (debootstrap minbase).
+#   scripts/install-deps.sh           build + test dependencies
+#   scripts/install-deps.sh --runtime only what running the system needs
+set -euo pipefail
+
+build_pkgs=(
+	gcc libc6-dev make cmake pkg-config
+	libsodium-dev libbluetooth-dev check
+	libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libsqlite3-dev
+	curl ca-certificates procps iproute2 psmisc
+)
+runtime_pkgs=(
+	gcc libc6-dev make cmake pkg-config
+	libsodium-dev libbluetooth-dev check
+	libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libsqlite3-dev
+	curl ca-certificates procps iproute2
+)
+
+pkgs=("${build_pkgs[@]}")
+[ "${1:-}" = "--runtime" ] && pkgs=("${runtime_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Update the package lists once per day at most; a fresh machine has none.
+stamp=/var/lib/apt/periodic/blueq-update-stamp
+if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ] || \
+	! apt-cache show "${missing[0]}" >/dev/null 2>&1; then
+	apt-get update -qq
+	mkdir -p "$(dirname "$stamp")" && touch "$stamp"
+fi
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,82 @@
+# Shared helpers for the integration tests: start the simulator in a private temp
+# directory, talk to its control socket, wait for conditions with a deadline, and
+# clean up every process the test started, whatever happens.
+set -euo pipefail
+
+BIN=${BQ_BIN_DIR:?BQ_BIN_DIR must point at the build directory}
+T=$(mktemp -d "${TMPDIR:-/tmp}/bq-it.XXXXXX")
+SIM_PID=
+export BLUEQ_ADDR_MAP=$T/addrmap
+
+cleanup() {
+	local rc=$?
+	if [ -n "$SIM_PID" ] && kill -0 "$SIM_PID" 2>/dev/null; then
+		kill -TERM "$SIM_PID" 2>/dev/null || true
+		for _ in $(seq 1 50); do kill -0 "$SIM_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$SIM_PID" 2>/dev/null || true
+	fi
+	if [ $rc -ne 0 ]; then
+		echo "--- test failed; logs from $T ---"
+		for f in "$T"/sim.err "$T"/sim/node-*.log "$T"/sim/bots/*.log; do
+			[ -f "$f" ] || continue
+			echo "--- $f (last 15 lines)"; tail -n 15 "$f"
+		done
+	fi
+	rm -rf "$T"
+	exit $rc
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+# start_sim ARGS...: start blueq-sim with fast timers, wait for its ready line.
+start_sim() {
+	"$BIN/blueq-sim" --dir "$T/sim" --addr-map "$BLUEQ_ADDR_MAP" \
+		--announce-interval 1s --expiry 4s "$@" >"$T/sim.out" 2>"$T/sim.err" &
+	SIM_PID=$!
+	for _ in $(seq 1 150); do
+		grep -q 'ready' "$T/sim.out" 2>/dev/null && return 0
+		kill -0 "$SIM_PID" 2>/dev/null || fail "blueq-sim exited during start-up"
+		sleep 0.1
+	done
+	fail "blueq-sim not ready within 15 s"
+}
+
+# ctl LINE: one command to the simulator's control socket; prints the reply.
+ctl() {
+	"$BIN/blueq-cli" ctl "$T/sim/sim.ctl" "$1"
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll every 100 ms until COMMAND succeeds.
+wait_until() {
+	local secs=$1 what=$2
+	shift 2
+	local end=$((SECONDS + secs))
+	while [ $SECONDS -lt $end ]; do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "timed out after ${secs}s waiting for: $what"
+}
+
+bot_log() {
+	echo "$T/sim/bots/$1.log"
+}
+
+# count_recv BOT MSG_ID: how many times BOT logged receiving MSG_ID.
+count_recv() {
+	local f
+	f=$(bot_log "$1")
+	[ -f "$f" ] || { echo 0; return; }
+	grep -c "^recv msg_id=$2 " "$f" || true
+}
+
+# msg_id_of REPLY: the msg_id=HEX field of a control reply.
+msg_id_of() {
+	echo "$1" | grep -o 'msg_id=[0-9a-f]*' | head -n 1 | cut -d= -f2
+}

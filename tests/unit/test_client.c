@@ -1,0 +1,828 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The MeshClient engine against a fake node written here: a UNIX listener that speaks
+ * raw frames (no link layer), records every frame the client sends and answers the way
+ * the test asks (reject, close mid-scan, ignore heartbeats, delay receipts).
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "loop/loop.h"
+#include "mesh/client.h"
+#include "proto/frame.h"
+#include "testutil.h"
+#include "transport/conn.h"
+
+static const uint8_t ODIN[6] = { 0xD8, 0x3A, 0xDD, 0x03, 0x1E, 0x77 };
+static const uint8_t NODE2[6] = { 0x02, 0, 0, 0, 0, 0x02 };
+
+struct rec {
+	uint8_t type, flags, attempt;
+	uint64_t msg_id;
+	char src[BQ_USER_ID_MAX + 1];
+	char dst[BQ_USER_ID_MAX + 1];
+	uint8_t payload[BQ_TEXT_MAX];
+	uint16_t plen;
+};
+
+struct fake_node {
+	struct bq_loop *loop;
+	struct bq_listener *lis;
+	struct bq_conn *conn;
+	uint8_t in[65536];
+	size_t in_len;
+	int accepts;
+	int closes;
+	struct rec frames[512];
+	int nframes;
+	/* behaviour */
+	bool reject_attach;
+	bool close_mid_scan_once;
+	bool deaf_once;        /* first connection: answer the handshake, then nothing at all */
+	bool deaf;             /* current connection ignores everything */
+	int ack_from_attempt;  /* answer MSG only from this attempt on */
+	bool deliver;          /* follow ACCEPTED with DELIVERED (unicast) */
+	bool no_accept_ack;    /* never answer MSG */
+};
+
+static struct fake_node fn;
+static char sock_path[256];
+static char dir_path[256];
+
+/* What the client reported. */
+static struct {
+	enum bq_mclient_state link_states[64];
+	int n_link;
+	enum bq_muser_state user_states[64];
+	int n_user;
+	char reason[256];
+	int dir_cb;
+	int msgs;
+	char last_text[128];
+	uint64_t last_msg_id;
+	struct {
+		uint64_t id;
+		uint8_t status;
+	} acks[64];
+	int n_acks;
+} seen;
+
+static void send_frame(struct bq_frame *f)
+{
+	uint8_t buf[BQ_FRAME_MAX];
+	int n;
+	struct iovec iov;
+	ssize_t w;
+
+	if (!fn.conn) {
+		return;
+	}
+	f->version = BQ_PROTO_VERSION;
+	memcpy(f->origin, ODIN, 6);
+	n = bq_frame_encode(f, buf, sizeof(buf));
+	ck_assert_int_gt(n, 0);
+	iov.iov_base = buf;
+	iov.iov_len = (size_t)n;
+	w = bq_conn_writev(fn.conn, &iov, 1);
+	ck_assert_int_eq(w, n);
+}
+
+static void node_ack(uint64_t acked, uint8_t status, const char *src, const char *dst,
+		     const char *reason)
+{
+	uint8_t p[300];
+	struct bq_ack a = { .acked_id = acked, .status = status, .reason = reason,
+			    .reason_len = (uint8_t)(reason ? strlen(reason) : 0) };
+	struct bq_frame f = { .type = BQ_T_ACK, .msg_id = (uint64_t)random() + 1 };
+	int n = bq_ack_encode(&a, p, sizeof(p));
+
+	ck_assert_int_gt(n, 0);
+	f.src = src;
+	f.src_len = (uint8_t)(src ? strlen(src) : 0);
+	f.dst = dst;
+	f.dst_len = (uint8_t)(dst ? strlen(dst) : 0);
+	f.payload = p;
+	f.payload_len = (uint16_t)n;
+	send_frame(&f);
+}
+
+static void add_user(struct bq_dirw *w, const char *id, const char *name, uint32_t version)
+{
+	struct bq_dir_entry e = { .kind = BQ_DIR_USER, .id = id, .id_len = (uint8_t)strlen(id),
+				  .presence = BQ_PRES_ONLINE, .name = name,
+				  .name_len = (uint8_t)strlen(name), .version = version };
+
+	memcpy(e.home, NODE2, 6);
+	ck_assert_int_eq(bq_dirw_add(w, &e), 0);
+}
+
+static void send_dir(struct bq_dirw *w, uint8_t *buf, bool more, uint64_t cursor)
+{
+	struct bq_frame f = { .type = BQ_T_DIRECTORY, .flags = more ? BQ_FF_MORE : 0,
+			      .msg_id = (uint64_t)random() + 1 };
+
+	f.payload = buf;
+	f.payload_len = (uint16_t)bq_dirw_finish(w, cursor);
+	send_frame(&f);
+}
+
+static void answer_scan(void)
+{
+	uint8_t buf[2048];
+	struct bq_dirw w;
+	struct bq_dir_entry node = { .kind = BQ_DIR_NODE, .name = "Odin", .name_len = 4,
+				     .version = 3, .n_neigh = 1, .neigh = NODE2 };
+
+	ck_assert_int_eq(bq_dirw_init_directory(&w, buf, sizeof(buf), 0, BQ_DIRF_SNAPSHOT), 0);
+	add_user(&w, "alice", "Alice", 10);
+	add_user(&w, "bob", "Bob", 11);
+	send_dir(&w, buf, true, 2);
+	if (fn.close_mid_scan_once) {
+		fn.close_mid_scan_once = false;
+		bq_conn_close(fn.conn);
+		fn.conn = NULL;
+		fn.closes++;
+		return;
+	}
+	ck_assert_int_eq(bq_dirw_init_directory(&w, buf, sizeof(buf), 0, BQ_DIRF_SNAPSHOT), 0);
+	memcpy(node.node, ODIN, 6);
+	ck_assert_int_eq(bq_dirw_add(&w, &node), 0);
+	send_dir(&w, buf, false, 3);
+}
+
+static void handle(const struct bq_frame *f)
+{
+	struct rec *r;
+
+	if (fn.nframes < (int)(sizeof(fn.frames) / sizeof(fn.frames[0]))) {
+		r = &fn.frames[fn.nframes++];
+		memset(r, 0, sizeof(*r));
+		r->type = f->type;
+		r->flags = f->flags;
+		r->attempt = f->attempt;
+		r->msg_id = f->msg_id;
+		memcpy(r->src, f->src, f->src_len);
+		memcpy(r->dst, f->dst, f->dst_len);
+		r->plen = f->payload_len < sizeof(r->payload) ? f->payload_len : sizeof(r->payload);
+		memcpy(r->payload, f->payload, r->plen);
+	}
+	if (fn.deaf) {
+		return;
+	}
+	switch (f->type) {
+	case BQ_T_HELLO: {
+		uint8_t p[64];
+		struct bq_hello h = { .role = BQ_ROLE_NODE, .caps = BQ_CAP_RELAY, .name = "Odin",
+				      .name_len = 4 };
+		struct bq_frame a = { .type = BQ_T_HELLO, .msg_id = 1 };
+		int n = bq_hello_encode(&h, p, sizeof(p));
+
+		ck_assert_int_gt(n, 0);
+		a.payload = p;
+		a.payload_len = (uint16_t)n;
+		send_frame(&a);
+		break;
+	}
+	case BQ_T_ATTACH: {
+		char src[BQ_USER_ID_MAX + 1] = "";
+
+		memcpy(src, f->src, f->src_len);
+		if (fn.reject_attach) {
+			node_ack(f->msg_id, BQ_ACK_REJECTED, NULL, src, "user id in use");
+		} else {
+			node_ack(f->msg_id, BQ_ACK_OK, NULL, src, NULL);
+		}
+		break;
+	}
+	case BQ_T_SCAN:
+		answer_scan();
+		if (fn.deaf_once) {
+			fn.deaf_once = false;
+			fn.deaf = true;
+		}
+		break;
+	case BQ_T_MSG: {
+		char src[BQ_USER_ID_MAX + 1] = "", dst[BQ_USER_ID_MAX + 1] = "";
+
+		memcpy(src, f->src, f->src_len);
+		memcpy(dst, f->dst, f->dst_len);
+		if (fn.no_accept_ack || f->attempt < fn.ack_from_attempt) {
+			break;
+		}
+		node_ack(f->msg_id, BQ_ACK_ACCEPTED, NULL, src, NULL);
+		if (fn.deliver && !(f->flags & BQ_FF_BROADCAST)) {
+			node_ack(f->msg_id, BQ_ACK_DELIVERED, dst, src, NULL);
+		}
+		break;
+	}
+	case BQ_T_PING: {
+		struct bq_frame p = *f;
+
+		p.type = BQ_T_PONG;
+		p.flags = 0;
+		send_frame(&p);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static void node_conn_cb(struct bq_conn *c, unsigned events, void *ud)
+{
+	if (events & BQ_CONN_ERROR) {
+		bq_conn_close(c);
+		fn.conn = NULL;
+		return;
+	}
+	if (!(events & BQ_CONN_READABLE)) {
+		return;
+	}
+	for (;;) {
+		ssize_t n = bq_conn_read(c, fn.in + fn.in_len, sizeof(fn.in) - fn.in_len);
+		size_t off = 0;
+
+		if (n == -EAGAIN) {
+			return;
+		}
+		if (n <= 0) {
+			bq_conn_close(c);
+			fn.conn = NULL;
+			return;
+		}
+		fn.in_len += (size_t)n;
+		while (off < fn.in_len) {
+			struct bq_frame f;
+			int k = bq_frame_decode(fn.in + off, fn.in_len - off, &f);
+
+			ck_assert_int_ge(k, 0);
+			if (k == 0) {
+				break;
+			}
+			handle(&f);
+			off += (size_t)k;
+			if (fn.conn != c) {
+				return; /* closed while handling */
+			}
+		}
+		memmove(fn.in, fn.in + off, fn.in_len - off);
+		fn.in_len -= off;
+	}
+}
+
+static void node_accept_cb(struct bq_listener *l, struct bq_conn *c, void *ud)
+{
+	if (fn.conn) {
+		bq_conn_close(fn.conn);
+	}
+	fn.conn = c;
+	fn.in_len = 0;
+	fn.deaf = false;
+	fn.accepts++;
+	bq_conn_set_cb(c, node_conn_cb, NULL);
+}
+
+static void setup(void)
+{
+	struct bq_addr a;
+	char err[256];
+	const char *d = bq_test_tmpdir();
+
+	ck_assert_ptr_nonnull(d);
+	snprintf(dir_path, sizeof(dir_path), "%s", d);
+	snprintf(sock_path, sizeof(sock_path), "unix:%s/node.sock", dir_path);
+	memset(&fn, 0, sizeof(fn));
+	memset(&seen, 0, sizeof(seen));
+	/* No stray address map can redirect the test. */
+	setenv("BLUEQ_ADDR_MAP", "/nonexistent/blueq-test-map", 1);
+	fn.loop = bq_loop_new(NULL, NULL);
+	ck_assert_ptr_nonnull(fn.loop);
+	ck_assert_int_eq(bq_addr_parse(sock_path, &a, err, sizeof(err)), 0);
+	ck_assert_msg(bq_listener_new(fn.loop, &a, node_accept_cb, NULL, &fn.lis, err,
+				      sizeof(err)) == 0, "%s", err);
+	srandom(42);
+}
+
+static void teardown(void)
+{
+	if (fn.conn) {
+		bq_conn_close(fn.conn);
+	}
+	bq_listener_free(fn.lis);
+	bq_loop_free(fn.loop);
+	rmdir(dir_path);
+}
+
+/* ---- client side ------------------------------------------------------------------ */
+
+static void cb_link(struct bq_mclient *c, enum bq_mclient_state st, int err, const char *reason,
+		    void *ud)
+{
+	if (seen.n_link < 64) {
+		seen.link_states[seen.n_link++] = st;
+	}
+}
+
+static void cb_user(struct bq_muser *u, enum bq_muser_state st, const char *reason, void *ud)
+{
+	if (seen.n_user < 64) {
+		seen.user_states[seen.n_user++] = st;
+	}
+	snprintf(seen.reason, sizeof(seen.reason), "%s", reason);
+}
+
+static void cb_dir(struct bq_mclient *c, const struct bq_dir_entry *e, void *ud)
+{
+	seen.dir_cb++;
+}
+
+static void cb_msg(struct bq_muser *u, const struct bq_frame *f, void *ud)
+{
+	seen.msgs++;
+	seen.last_msg_id = f->msg_id;
+	snprintf(seen.last_text, sizeof(seen.last_text), "%.*s", (int)f->payload_len,
+		 (const char *)f->payload);
+}
+
+static void cb_ack(struct bq_muser *u, uint64_t id, uint8_t status, const char *reason,
+		   void *ud)
+{
+	if (seen.n_acks < 64) {
+		seen.acks[seen.n_acks].id = id;
+		seen.acks[seen.n_acks].status = status;
+		seen.n_acks++;
+	}
+}
+
+static const struct bq_mclient_cbs cbs = {
+	.link_state = cb_link,
+	.user_state = cb_user,
+	.directory = cb_dir,
+	.message = cb_msg,
+	.ack = cb_ack,
+};
+
+static struct bq_mclient *new_client(struct bq_mclient_config *cfg)
+{
+	char err[256];
+	struct bq_mclient *c;
+
+	ck_assert_int_eq(bq_addr_parse(sock_path, &cfg->node, err, sizeof(err)), 0);
+	cfg->name = "test-client";
+	c = bq_mclient_new(fn.loop, cfg, &cbs, NULL, NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_msg(bq_mclient_start(c, err, sizeof(err)) == 0, "%s", err);
+	return c;
+}
+
+static struct bq_muser *wait_user;
+static enum bq_muser_state wait_state;
+
+static bool user_in_state(void *ud)
+{
+	return bq_muser_state(wait_user) == wait_state;
+}
+
+static bool wait_for_user(struct bq_muser *u, enum bq_muser_state st, int ms)
+{
+	wait_user = u;
+	wait_state = st;
+	return bq_test_run_until(fn.loop, user_in_state, NULL, ms);
+}
+
+static int count_frames(uint8_t type)
+{
+	int n = 0;
+
+	for (int i = 0; i < fn.nframes; i++) {
+		n += fn.frames[i].type == type;
+	}
+	return n;
+}
+
+static const struct rec *nth_frame(uint8_t type, int nth)
+{
+	for (int i = 0; i < fn.nframes; i++) {
+		if (fn.frames[i].type == type && nth-- == 0) {
+			return &fn.frames[i];
+		}
+	}
+	return NULL;
+}
+
+static void run_for(int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+}
+
+static void dir_count_fn(const struct bq_dir_entry *e, void *ud)
+{
+	int *n = ud;
+
+	n[e->kind == BQ_DIR_USER ? 0 : 1]++;
+}
+
+static void free_client(struct bq_mclient *c)
+{
+	bq_mclient_stop(c);
+	for (int i = 0; i < 100 && bq_mclient_busy(c); i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	bq_mclient_free(c);
+	/* Deferred frees of detached users run here. */
+	bq_loop_run_once(fn.loop, 0);
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+START_TEST(test_handshake_ready)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	const struct rec *r;
+	int counts[2] = { 0, 0 };
+
+	bq_mclient_config_defaults(&cfg);
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert_ptr_nonnull(u);
+	ck_assert_ptr_null(bq_mclient_attach(c, "carol", "Again", NULL)); /* duplicate id */
+	ck_assert_ptr_null(bq_mclient_attach(c, "bad id!", "x", NULL));
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(bq_mclient_state(c), BQ_MC_UP);
+	/* Frames in order: HELLO (client role), ATTACH carol, SCAN from 0. */
+	ck_assert_int_ge(fn.nframes, 3);
+	ck_assert_int_eq(fn.frames[0].type, BQ_T_HELLO);
+	{
+		struct bq_frame hf = { .type = BQ_T_HELLO, .payload = fn.frames[0].payload,
+				       .payload_len = fn.frames[0].plen };
+		struct bq_hello h;
+
+		ck_assert_int_eq(bq_hello_decode(&hf, &h), 0);
+		ck_assert_int_eq(h.role, BQ_ROLE_CLIENT);
+		ck_assert_int_eq(h.name_len, 11);
+		ck_assert_mem_eq(h.name, "test-client", 11);
+	}
+	ck_assert_int_eq(fn.frames[1].type, BQ_T_ATTACH);
+	ck_assert_str_eq(fn.frames[1].src, "carol");
+	ck_assert_int_eq(fn.frames[2].type, BQ_T_SCAN);
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 1);
+	/* States: CONNECTING, HELLO, UP; user SCANNING then READY. */
+	ck_assert_int_eq(seen.n_link, 3);
+	ck_assert_int_eq(seen.link_states[0], BQ_MC_CONNECTING);
+	ck_assert_int_eq(seen.link_states[1], BQ_MC_HELLO);
+	ck_assert_int_eq(seen.link_states[2], BQ_MC_UP);
+	ck_assert_int_eq(seen.n_user, 2);
+	ck_assert_int_eq(seen.user_states[0], BQ_MU_SCANNING);
+	ck_assert_int_eq(seen.user_states[1], BQ_MU_READY);
+	/* Directory: two users and one node, each reported once. */
+	ck_assert_int_eq(seen.dir_cb, 3);
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 3);
+	bq_mclient_dir_foreach(c, dir_count_fn, counts);
+	ck_assert_int_eq(counts[0], 2);
+	ck_assert_int_eq(counts[1], 1);
+
+	/* A second user on a synced link: ATTACH, no second SCAN, READY at once. */
+	u = bq_mclient_attach(c, "dave", NULL, NULL);
+	ck_assert_ptr_nonnull(u);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 1);
+	r = nth_frame(BQ_T_ATTACH, 1);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_str_eq(r->src, "dave");
+	/* Detach sends DETACH. */
+	bq_muser_detach(u);
+	run_for(50);
+	r = nth_frame(BQ_T_DETACH, 0);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_str_eq(r->src, "dave");
+	free_client(c);
+}
+END_TEST
+
+START_TEST(test_attach_rejected)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	uint64_t id;
+
+	fn.reject_attach = true;
+	bq_mclient_config_defaults(&cfg);
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert_int_eq(bq_muser_send(u, "bob", "queued", 6, 0, &id), 0);
+	ck_assert(wait_for_user(u, BQ_MU_REJECTED, 3000));
+	ck_assert_str_eq(seen.reason, "user id in use");
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 0);
+	/* The queued message fails with the reason; nothing is sent. */
+	ck_assert_int_eq(seen.n_acks, 1);
+	ck_assert_uint_eq(seen.acks[0].id, id);
+	ck_assert_int_eq(seen.acks[0].status, BQ_ACK_REJECTED);
+	ck_assert_int_eq(count_frames(BQ_T_MSG), 0);
+	ck_assert_int_eq(bq_muser_send(u, "bob", "x", 1, 0, NULL), -ENOTCONN);
+	ck_assert_int_eq(bq_mclient_state(c), BQ_MC_UP);
+	free_client(c);
+}
+END_TEST
+
+START_TEST(test_close_mid_scan_reconnects)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	bool saw_backoff = false;
+
+	fn.close_mid_scan_once = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.backoff_base_ms = 20;
+	cfg.backoff_cap_ms = 100;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(fn.accepts, 2);
+	ck_assert_uint_eq(bq_mclient_reconnects(c), 1);
+	for (int i = 0; i < seen.n_link; i++) {
+		saw_backoff |= seen.link_states[i] == BQ_MC_BACKOFF;
+	}
+	ck_assert(saw_backoff);
+	/* The user went ATTACHING -> SCANNING (mid-scan), back to ATTACHING? It never left
+	 * SCANNING for READY on the first link; after the drop it is ATTACHING again. */
+	ck_assert_int_eq(seen.user_states[0], BQ_MU_SCANNING);
+	ck_assert_int_eq(seen.user_states[1], BQ_MU_ATTACHING);
+	ck_assert_int_eq(seen.user_states[seen.n_user - 1], BQ_MU_READY);
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 2);
+	ck_assert_int_eq(count_frames(BQ_T_ATTACH), 2);
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 3);
+	ck_assert_str_ne(bq_mclient_last_error(c), "x");
+	free_client(c);
+}
+END_TEST
+
+static bool acks_at_least_2(void *ud)
+{
+	return seen.n_acks >= 2;
+}
+
+START_TEST(test_retransmit_until_delivered)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	uint64_t id = 0;
+
+	fn.ack_from_attempt = 2;
+	fn.deliver = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.retransmit_ms = 40;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(bq_muser_send(u, "bob", "hello bob", 9, 0, &id), 0);
+	ck_assert_uint_ne(id, 0);
+	ck_assert_int_eq(bq_muser_send(u, "bob", "same id", 7, id, NULL), -EEXIST);
+	ck_assert_int_eq(bq_muser_send(u, "bad id!", "x", 1, 0, NULL), -EINVAL);
+	ck_assert_uint_eq(bq_muser_outstanding(u), 1);
+	ck_assert(bq_test_run_until(fn.loop, acks_at_least_2, NULL, 3000));
+	/* Attempts 0, 1, 2 went out with the same id; then ACCEPTED, DELIVERED. */
+	ck_assert_int_eq(count_frames(BQ_T_MSG), 3);
+	for (int i = 0; i < 3; i++) {
+		const struct rec *r = nth_frame(BQ_T_MSG, i);
+
+		ck_assert_uint_eq(r->msg_id, id);
+		ck_assert_int_eq(r->attempt, i);
+		ck_assert_str_eq(r->src, "carol");
+		ck_assert_str_eq(r->dst, "bob");
+		ck_assert_int_eq(r->plen, 9);
+		ck_assert_mem_eq(r->payload, "hello bob", 9);
+	}
+	ck_assert_int_eq(seen.n_acks, 2);
+	ck_assert_int_eq(seen.acks[0].status, BQ_ACK_ACCEPTED);
+	ck_assert_int_eq(seen.acks[1].status, BQ_ACK_DELIVERED);
+	ck_assert_uint_eq(seen.acks[1].id, id);
+	ck_assert_uint_eq(bq_muser_outstanding(u), 0);
+	/* No more retransmissions after DELIVERED. */
+	run_for(200);
+	ck_assert_int_eq(count_frames(BQ_T_MSG), 3);
+	free_client(c);
+}
+END_TEST
+
+static bool acks_at_least_1(void *ud)
+{
+	return seen.n_acks >= 1;
+}
+
+START_TEST(test_expire_and_queue_while_down)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	uint64_t id = 0;
+
+	fn.no_accept_ack = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.retransmit_ms = 30;
+	cfg.msg_expire_ms = 300;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	/* Queued before the link is up: goes out once READY. */
+	ck_assert_int_eq(bq_muser_send(u, "bob", "early", 5, 0, &id), 0);
+	ck_assert_int_eq(count_frames(BQ_T_MSG), 0);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert(bq_test_run_until(fn.loop, acks_at_least_1, NULL, 3000));
+	ck_assert_int_eq(seen.acks[0].status, BQ_ACK_EXPIRED);
+	ck_assert_uint_eq(seen.acks[0].id, id);
+	ck_assert_int_ge(count_frames(BQ_T_MSG), 2);
+	ck_assert_uint_eq(nth_frame(BQ_T_MSG, 0)->msg_id, id);
+	ck_assert_uint_eq(bq_muser_outstanding(u), 0);
+	free_client(c);
+}
+END_TEST
+
+static bool two_acks_out(void *ud)
+{
+	return count_frames(BQ_T_ACK) >= 2;
+}
+
+START_TEST(test_duplicate_inbound)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	struct bq_frame f = { .type = BQ_T_MSG, .msg_id = 0x1122334455667788ULL, .src = "alice",
+			      .src_len = 5, .dst = "carol", .dst_len = 5,
+			      .payload = (const uint8_t *)"hi carol", .payload_len = 8 };
+	struct bq_ack a;
+	struct bq_frame af = { 0 };
+	const struct rec *r;
+
+	bq_mclient_config_defaults(&cfg);
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	send_frame(&f);
+	f.attempt = 1; /* the sender's retransmission */
+	send_frame(&f);
+	ck_assert(bq_test_run_until(fn.loop, two_acks_out, NULL, 3000));
+	ck_assert_int_eq(seen.msgs, 1);
+	ck_assert_str_eq(seen.last_text, "hi carol");
+	ck_assert_uint_eq(seen.last_msg_id, 0x1122334455667788ULL);
+	for (int i = 0; i < 2; i++) {
+		r = nth_frame(BQ_T_ACK, i);
+		ck_assert_str_eq(r->src, "carol");
+		ck_assert_str_eq(r->dst, "alice");
+		af.type = BQ_T_ACK;
+		af.payload = r->payload;
+		af.payload_len = r->plen;
+		ck_assert_int_eq(bq_ack_decode(&af, &a), 0);
+		ck_assert_uint_eq(a.acked_id, 0x1122334455667788ULL);
+		ck_assert_int_eq(a.status, BQ_ACK_DELIVERED);
+	}
+	/* Receipts are distinct frames, so relays do not drop the second. */
+	ck_assert_uint_ne(nth_frame(BQ_T_ACK, 0)->msg_id, nth_frame(BQ_T_ACK, 1)->msg_id);
+
+	/* A broadcast from someone else is reported but not acknowledged. */
+	f.msg_id = 99;
+	f.flags = BQ_FF_BROADCAST;
+	f.dst = NULL;
+	f.dst_len = 0;
+	f.attempt = 0;
+	send_frame(&f);
+	run_for(100);
+	ck_assert_int_eq(seen.msgs, 2);
+	ck_assert_int_eq(count_frames(BQ_T_ACK), 2);
+	/* For a user not attached here: dropped, no receipt. */
+	f.msg_id = 100;
+	f.flags = 0;
+	f.dst = "nobody";
+	f.dst_len = 6;
+	send_frame(&f);
+	run_for(100);
+	ck_assert_int_eq(seen.msgs, 2);
+	ck_assert_int_eq(count_frames(BQ_T_ACK), 2);
+	free_client(c);
+}
+END_TEST
+
+START_TEST(test_broadcast_accepted_only)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	uint64_t id = 0;
+	const struct rec *r;
+
+	fn.deliver = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.retransmit_ms = 30;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(bq_muser_send(u, NULL, "hello all", 9, 0, &id), 0);
+	ck_assert(bq_test_run_until(fn.loop, acks_at_least_1, NULL, 3000));
+	run_for(200);
+	ck_assert_int_eq(seen.n_acks, 1);
+	ck_assert_int_eq(seen.acks[0].status, BQ_ACK_ACCEPTED);
+	ck_assert_uint_eq(seen.acks[0].id, id);
+	ck_assert_int_eq(count_frames(BQ_T_MSG), 1);
+	r = nth_frame(BQ_T_MSG, 0);
+	ck_assert(r->flags & BQ_FF_BROADCAST);
+	ck_assert_str_eq(r->dst, "");
+	ck_assert_uint_eq(bq_muser_outstanding(u), 0);
+	free_client(c);
+}
+END_TEST
+
+START_TEST(test_heartbeat_loss_reconnects)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+
+	fn.deaf_once = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.ping_interval_ms = 40;
+	cfg.dead_after_ms = 150;
+	cfg.backoff_base_ms = 20;
+	cfg.backoff_cap_ms = 50;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(fn.accepts, 1);
+	/* The node goes silent: the client pings, hears nothing, declares the link dead. */
+	ck_assert(wait_for_user(u, BQ_MU_ATTACHING, 3000));
+	ck_assert_int_ge(count_frames(BQ_T_PING), 1);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(fn.accepts, 2);
+	ck_assert_uint_eq(bq_mclient_reconnects(c), 1);
+	/* Healthy now: pings are answered and the link stays up. */
+	run_for(400);
+	ck_assert_int_eq(bq_muser_state(u), BQ_MU_READY);
+	ck_assert_int_eq(fn.accepts, 2);
+	free_client(c);
+}
+END_TEST
+
+START_TEST(test_unreachable)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	char err[256];
+
+	bq_mclient_config_defaults(&cfg);
+	cfg.backoff_base_ms = 1000;
+	ck_assert_int_eq(bq_addr_parse("unix:/nonexistent/blueq.sock", &cfg.node, err,
+				       sizeof(err)), 0);
+	c = bq_mclient_new(fn.loop, &cfg, &cbs, NULL, NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(bq_mclient_start(c, err, sizeof(err)), 0);
+	run_for(100);
+	ck_assert_int_eq(bq_mclient_state(c), BQ_MC_BACKOFF);
+	ck_assert_ptr_nonnull(strstr(bq_mclient_last_error(c), "/nonexistent/blueq.sock"));
+	free_client(c);
+
+	/* No Bluetooth here: the start fails at once with the transport's words. */
+	ck_assert_int_eq(bq_addr_parse("D8:3A:DD:03:1E:77", &cfg.node, err, sizeof(err)), 0);
+	c = bq_mclient_new(fn.loop, &cfg, &cbs, NULL, NULL);
+	ck_assert_ptr_nonnull(c);
+	if (bq_mclient_start(c, err, sizeof(err)) < 0) {
+		ck_assert_ptr_nonnull(strstr(err, "Bluetooth"));
+	}
+	free_client(c);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("client");
+	TCase *tc = tcase_create("engine");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 10);
+	tcase_add_test(tc, test_handshake_ready);
+	tcase_add_test(tc, test_attach_rejected);
+	tcase_add_test(tc, test_close_mid_scan_reconnects);
+	tcase_add_test(tc, test_retransmit_until_delivered);
+	tcase_add_test(tc, test_expire_and_queue_while_down);
+	tcase_add_test(tc, test_duplicate_inbound);
+	tcase_add_test(tc, test_broadcast_accepted_only);
+	tcase_add_test(tc, test_heartbeat_loss_reconnects);
+	tcase_add_test(tc, test_unreachable);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
