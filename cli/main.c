@@ -104,6 +104,7 @@ struct cli {
 	char node_text[BQ_ADDR_STRLEN];
 	char resolved_text[BQ_ADDR_STRLEN];
 	bool ready_once;
+	bool mapped; /* the node address went through the address map */
 	bool lost;
 	int exit_code;
 	uint64_t msg_id;
@@ -460,6 +461,16 @@ static const char *connect_reason(int err, const char *reason)
 	}
 }
 
+/* "cannot reach D8:3A:DD:03:1E:77 (unix:/x): connection refused" */
+static void say_unreachable(struct cli *cli, const char *why)
+{
+	if (cli->mapped) {
+		say_err("cannot reach %s (%s): %s", cli->node_text, cli->resolved_text, why);
+	} else {
+		say_err("cannot reach %s: %s", cli->node_text, why);
+	}
+}
+
 static void on_link(struct bq_mclient *c, enum bq_mclient_state st, int err, const char *reason,
 		    void *ud)
 {
@@ -469,14 +480,7 @@ static void on_link(struct bq_mclient *c, enum bq_mclient_state st, int err, con
 		return;
 	}
 	if (!cli->ready_once) {
-		snprintf(cli->resolved_text, sizeof(cli->resolved_text), "%s",
-			 bq_mclient_node_text(c));
-		if (strcmp(cli->resolved_text, cli->node_text) == 0) {
-			say_err("cannot reach %s: %s", cli->node_text, connect_reason(err, reason));
-		} else {
-			say_err("cannot reach %s (%s): %s", cli->node_text, cli->resolved_text,
-				connect_reason(err, reason));
-		}
+		say_unreachable(cli, connect_reason(err, reason));
 		finish(cli, 1);
 		return;
 	}
@@ -783,9 +787,18 @@ static int run_mesh(struct cli *cli)
 		say_err("--node: %s", err);
 		return 2;
 	}
-	bq_addr_format(&mcfg.node, cli->node_text, sizeof(cli->node_text));
-	if (mcfg.node.bare_bdaddr) {
-		snprintf(cli->node_text, sizeof(cli->node_text), "%s", cli->cfg.node);
+	snprintf(cli->node_text, sizeof(cli->node_text), "%s", cli->cfg.node);
+	{
+		struct bq_addr r;
+		char merr[300];
+
+		/* The engine resolves again per connect; this copy is for messages. */
+		rc = bq_addrmap_resolve(&mcfg.node, &r, merr, sizeof(merr));
+		if (rc < 0) {
+			say_err("warning: %s", merr);
+		}
+		cli->mapped = rc == 1;
+		bq_addr_format(&r, cli->resolved_text, sizeof(cli->resolved_text));
 	}
 	mcfg.name = PROG;
 	mcfg.auth = cli->auth;
@@ -804,16 +817,7 @@ static int run_mesh(struct cli *cli)
 	}
 	rc = bq_mclient_start(cli->mc, err, sizeof(err));
 	if (rc < 0) {
-		struct bq_addr r;
-		char merr[256];
-
-		bq_addrmap_resolve(&mcfg.node, &r, merr, sizeof(merr));
-		bq_addr_format(&r, cli->resolved_text, sizeof(cli->resolved_text));
-		if (strcmp(cli->resolved_text, cli->node_text) == 0) {
-			say_err("cannot reach %s: %s", cli->node_text, err);
-		} else {
-			say_err("cannot reach %s (%s): %s", cli->node_text, cli->resolved_text, err);
-		}
+		say_unreachable(cli, err);
 		return 1;
 	}
 	bq_timer_start(cli->timeout, cli->cfg.timeout_ms);

@@ -248,11 +248,12 @@ void bq_log_vwrite(struct bq_log *log, enum bq_log_level level, const char *modu
 		level = BQ_LOG_DEBUG;
 	}
 	format_ts(ts, sizeof(ts));
-	n = snprintf(line, max_body + 1, "ts=%s level=%s prog=%s mod=%s ", ts,
+	/* Format one byte past the limit so utf8_cut can see what follows the cut. */
+	n = snprintf(line, max_body + 2, "ts=%s level=%s prog=%s mod=%s ", ts,
 		     level_names[level], log->program, module && *module ? module : "-");
 	len = n < 0 ? 0 : (size_t)n;
 	if (len < max_body) {
-		n = vsnprintf(line + len, max_body + 1 - len, fmt, ap);
+		n = vsnprintf(line + len, max_body + 2 - len, fmt, ap);
 		if (n > 0) {
 			len += (size_t)n;
 		}
@@ -260,15 +261,15 @@ void bq_log_vwrite(struct bq_log *log, enum bq_log_level level, const char *modu
 	if (len > max_body) {
 		len = utf8_cut(line, max_body);
 	}
-	/* A tail with no key=value pairs must not leave a trailing blank. */
-	while (len > 0 && line[len - 1] == ' ') {
-		len--;
-	}
 	/* One record per line, whatever the caller formatted: no forged lines in the log. */
 	for (size_t i = 0; i < len; i++) {
 		if (line[i] == '\n' || line[i] == '\r') {
 			line[i] = ' ';
 		}
+	}
+	/* A tail with no key=value pairs must not leave a trailing blank. */
+	while (len > 0 && line[len - 1] == ' ') {
+		len--;
 	}
 	if (log->sink) {
 		line[len] = '\0';

@@ -13,10 +13,22 @@
  *   BQ_OPT_ENUM     int, the index into choices[]
  *   BQ_OPT_LIST     struct bq_strlist (repeatable; each use appends)
  *
- * Order of precedence: defaults, then the config file (--config FILE, or the
- * entry of type BQ_OPT_CONFIG), then the command line. Positional arguments fill the
- * entries with positional = 1, 2, ... in order; an explicit named option wins over
- * nothing, and a positional given after a named one overrides it.
+ * Order of precedence: defaults, then the config file (the entry of type BQ_OPT_CONFIG,
+ * e.g. --config FILE, wherever it appears on the line; its default path is loaded only if
+ * that file exists), then the command line. Positional arguments fill the entries with
+ * positional = 1, 2, ... in order; on the command line the later of a named option and
+ * a positional for the same entry wins. A LIST's default is replaced by its first
+ * explicit use; later uses append.
+ *
+ * Bounds: min and max are both enforced when either is non-zero.
+ *
+ * The config struct must start zeroed (or hold values this table stored): setting a
+ * STRING or LIST frees what was there, and bq_opt_defaults/bq_opt_parse free and reset
+ * every value first.
+ *
+ * Config file: "name = value" per line, the long name without dashes; blank lines and
+ * lines starting with '#' are ignored; blanks around name and value are trimmed, and
+ * a value in double quotes loses the quotes. At most 1 MiB.
  */
 #ifndef BQ_CORE_OPT_H
 #define BQ_CORE_OPT_H
@@ -67,14 +79,19 @@ int bq_opt_defaults(const struct bq_opt *table, void *cfg, char *err, size_t err
 /*
  * Defaults, the config file if one is named, then argv. Returns:
  *   0            parsed, run the program
- *   1            --help or --version was given and handled (printed to stdout)
- *   -EINVAL      bad input; err holds one line ("--api-port: 70000 is above 65535")
+ *   1            --help (or -h, unless the table uses them) was given; help went to stdout
+ *   -EINVAL      bad input; err holds one line
+ *                ("--api-port: 70000 is above the maximum 65535")
+ *   -ENOMEM      out of memory
  * "--help"/"-h" is built in; so is "--name=value" and "--name value".
  */
 int bq_opt_parse(const struct bq_opt *table, void *cfg, int argc, char **argv,
 		 const char *program, const char *synopsis, char *err, size_t errlen);
 
-/* Read "name = value" lines ('#' comments, blank lines). Errors name file:line. */
+/*
+ * Read "name = value" lines ('#' comments, blank lines). Errors name file:line
+ * ("app.conf:3: unknown option 'x'"). Returns 0 or a negative errno.
+ */
 int bq_opt_load_file(const struct bq_opt *table, void *cfg, const char *path, char *err,
 		     size_t errlen);
 

@@ -1118,17 +1118,19 @@ static void client_fail(struct bq_mclient *c, int err, const char *reason)
 static void on_link_close(struct bq_link *l, int err, const char *reason, void *ud)
 {
 	struct bq_mclient *c = ud;
+	char why[256];
 
+	/* reason lives in the link: copy it before the link goes. */
+	snprintf(why, sizeof(why), "%s", reason ? reason : "link closed");
+	bq_link_free(l);
 	if (c->link != l) {
-		bq_link_free(l);
 		return;
 	}
-	bq_link_free(l);
 	c->link = NULL;
 	if (c->state == BQ_MC_STOPPED) {
 		return;
 	}
-	client_fail(c, err ? err : -ECONNRESET, reason);
+	client_fail(c, err ? err : -ECONNRESET, why);
 }
 
 static void send_hello(struct bq_mclient *c)
@@ -1213,7 +1215,7 @@ static int client_connect(struct bq_mclient *c, char *err, size_t errlen)
 static void timer_cb(struct bq_timer *t, void *ud)
 {
 	struct bq_mclient *c = ud;
-	char text[300];
+	char text[BQ_ADDR_STRLEN + 100];
 	int rc;
 
 	switch (c->state) {

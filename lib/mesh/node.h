@@ -67,8 +67,23 @@ struct bq_node *bq_node_new(struct bq_loop *loop, const struct bq_node_config *c
 			    struct bq_log *log, char *err, size_t errlen);
 /* Listen and start dialing. A listen address in use fails with a line naming it. */
 int bq_node_start(struct bq_node *n, char *err, size_t errlen);
-/* Send DETACH-equivalent presence for local users, close links, free. */
+/*
+ * Graceful end: local users go offline (announced to the neighbours), listeners close,
+ * dialing stops and every link closes after its queue is written. Run the loop until
+ * bq_node_busy() is false (bounded by the links' 1 s flush limit), then free.
+ */
+void bq_node_stop(struct bq_node *n);
+bool bq_node_busy(const struct bq_node *n);
+/* Free at once (links are dropped unflushed; call bq_node_stop first for a clean exit). */
 void bq_node_free(struct bq_node *n);
+
+/* Hand over a connection as if accepted on a listener (tests, in-memory pairs). */
+struct bq_conn;
+int bq_node_accept_conn(struct bq_node *n, struct bq_conn *c);
+/* Reported in the "stats" document (the daemon's RLIMIT_NOFILE after raising it). */
+void bq_node_set_nofile_limit(struct bq_node *n, uint64_t limit);
+/* This node's address (BQ_NODE_ADDR_LEN bytes, owned by n). */
+const uint8_t *bq_node_addr(const struct bq_node *n);
 
 const struct bq_node_stats *bq_node_stats(const struct bq_node *n);
 /*

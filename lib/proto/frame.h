@@ -37,6 +37,8 @@
 #define BQ_TAG_LEN 16
 #define BQ_NODE_ADDR_LEN 6
 #define BQ_DEFAULT_TTL 7
+/* A payload up to this size fits in a frame whatever the ids and the tag. */
+#define BQ_PAYLOAD_SAFE_MAX (BQ_FRAME_MAX - BQ_FRAME_HEADER_MIN - 2 * BQ_USER_ID_MAX - BQ_TAG_LEN)
 
 enum bq_frame_type {
 	BQ_T_HELLO = 1,
@@ -100,6 +102,9 @@ const char *bq_frame_type_name(uint8_t type);
 /*
  * Encode f into buf (f->payload and the ids are copied). When f->flags has BQ_FF_AUTH,
  * BQ_TAG_LEN zero bytes are reserved for the tag; sign with bq_auth_sign after.
+ * f->version 0 means BQ_PROTO_VERSION; f->tag is ignored. The encoder refuses what the
+ * decoder would refuse (unknown flags, bad ids, a broadcast with a dst, a frame over
+ * BQ_FRAME_MAX) and a MSG payload over BQ_TEXT_MAX.
  * Returns the frame's total length, -ENOSPC, or -EINVAL (field over its limit).
  */
 int bq_frame_encode(const struct bq_frame *f, uint8_t *buf, size_t cap);
@@ -108,7 +113,11 @@ size_t bq_frame_encoded_size(const struct bq_frame *f);
 /* Rewrite ttl and hops in an encoded frame in place (relays; re-sign afterwards). */
 void bq_frame_patch_hops(uint8_t *buf, uint8_t ttl, uint8_t hops);
 
-/* User ids: 1..64 bytes of [A-Za-z0-9._@:-]. Names: 1..64 bytes, no control chars. */
+/*
+ * User ids: 1..64 bytes of [A-Za-z0-9._@:-]. Names: 1..64 bytes of valid UTF-8 with no
+ * control characters (C0, DEL, C1), so they go into JSON and logs unchanged.
+ * Both return 1 if valid, 0 if not.
+ */
 int bq_user_id_valid(const char *s, size_t len);
 int bq_name_valid(const char *s, size_t len);
 
@@ -221,9 +230,19 @@ struct bq_error {
 	uint16_t text_len;
 };
 
+/* MSG: the payload is the text itself, 0..BQ_TEXT_MAX bytes. */
+struct bq_msg {
+	const char *text; /* points into the frame; not NUL-terminated */
+	uint16_t text_len;
+};
+
 /*
  * Payload codecs. decode: 0 or -EBADMSG (every field checked; trailing bytes are an
- * error). encode: payload length written into buf, or -ENOSPC / -EINVAL.
+ * error); they read f->payload only and do not look at f->type (dispatch first; PONG
+ * uses bq_ping_decode). Decoded pointers point into f->payload.
+ * encode: payload length written into buf, or -ENOSPC / -EINVAL.
+ * DIRECTORY and ANNOUNCE payloads are built with bq_dirw_* below; their decoders also
+ * walk every entry once, so a frame that decodes iterates without error.
  */
 int bq_hello_decode(const struct bq_frame *f, struct bq_hello *out);
 int bq_hello_encode(const struct bq_hello *h, uint8_t *buf, size_t cap);
@@ -239,22 +258,33 @@ int bq_ping_decode(const struct bq_frame *f, struct bq_ping *out);
 int bq_ping_encode(const struct bq_ping *p, uint8_t *buf, size_t cap);
 int bq_error_decode(const struct bq_frame *f, struct bq_error *out);
 int bq_error_encode(const struct bq_error *e, uint8_t *buf, size_t cap);
+int bq_msg_decode(const struct bq_frame *f, struct bq_msg *out);
+int bq_msg_encode(const struct bq_msg *m, uint8_t *buf, size_t cap);
+/* DETACH: 0 if the payload is empty, else -EBADMSG. */
+int bq_detach_decode(const struct bq_frame *f);
 const char *bq_ack_status_name(uint8_t status);
 
 /* Walk encoded directory entries (DIRECTORY entries, ANNOUNCE users). */
 struct bq_dir_iter {
-	const uint8_t *p;
+	const uint8_t *p; /* borrowed */
 	size_t len, off;
 	uint16_t left;
+	int err; /* sticky: 0 or -EBADMSG */
 };
 void bq_dir_iter_init(struct bq_dir_iter *it, const uint8_t *entries, size_t len, uint16_t count);
-/* 1 with *e filled, 0 at the end, -EBADMSG if malformed (or count disagrees with bytes). */
+/*
+ * 1 with *e filled (pointers into the entries), 0 at the end, -EBADMSG if malformed
+ * (or count disagrees with bytes). Errors are sticky.
+ */
 int bq_dir_iter_next(struct bq_dir_iter *it, struct bq_dir_entry *e);
 
 /*
  * Build DIRECTORY and ANNOUNCE payloads entry by entry until the frame is full.
- * bq_dirw_add returns 0, or -ENOSPC when the entry does not fit (nothing written:
- * send this payload and start the next one).
+ * buf is the caller's; cap should leave room for the frame header (BQ_PAYLOAD_SAFE_MAX).
+ * init: 0, -ENOSPC (cap too small for the fixed part) or -EINVAL (bad field).
+ * bq_dirw_add returns 0, -EINVAL (entry invalid, or not a user entry in an ANNOUNCE),
+ * or -ENOSPC when the entry does not fit (nothing written: send this payload and start
+ * the next one).
  */
 struct bq_dirw {
 	uint8_t *buf;
@@ -268,7 +298,7 @@ int bq_dirw_init_directory(struct bq_dirw *w, uint8_t *buf, size_t cap, uint64_t
 int bq_dirw_init_announce(struct bq_dirw *w, uint8_t *buf, size_t cap,
 			  const struct bq_announce *hdr);
 int bq_dirw_add(struct bq_dirw *w, const struct bq_dir_entry *e);
-/* Final payload length (patches the count and, for DIRECTORY, the cursor). */
+/* Final payload length; patches the count and, for DIRECTORY, next_cursor. */
 size_t bq_dirw_finish(struct bq_dirw *w, uint64_t next_cursor);
 
 #endif

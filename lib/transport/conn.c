@@ -369,6 +369,7 @@ static void fd_io_cb(struct bq_loop *loop, int fd, unsigned events, void *user_d
 static int connect_next(struct bq_conn *c, char *err, size_t errlen)
 {
 	struct bq__connect *cn = c->pending;
+	bool refused = false;
 	int sock_err = 0;
 
 	while (cn->next < cn->n) {
@@ -390,9 +391,7 @@ static int connect_next(struct bq_conn *c, char *err, size_t errlen)
 			r = bq_loop_io_add(c->loop, fd, BQ_EV_WRITE, fd_io_cb, c);
 			if (r < 0) {
 				close(fd);
-				snprintf(err, errlen,
-					 "cannot connect to %s: cannot watch the socket "
-					 "(%s)",
+				snprintf(err, errlen, "cannot connect to %s: cannot watch it (%s)",
 					 c->peer, strerror(-r));
 				return r;
 			}
@@ -403,10 +402,18 @@ static int connect_next(struct bq_conn *c, char *err, size_t errlen)
 		r = -errno;
 		close(fd);
 		/* The last target's reason wins: it is the one the user sees last. */
+		refused = true;
 		c->err = r;
 		connect_error_text(r, c->peer, c->err_text, sizeof(c->err_text));
 	}
-	return c->err ? 1 : (sock_err ? sock_err : -EINVAL);
+	if (refused) {
+		return 1;
+	}
+	if (sock_err) {
+		return sock_err;
+	}
+	/* Nothing left to try: the failure already recorded in c stands. */
+	return c->err ? 1 : -EINVAL;
 }
 
 static void connect_failed(struct bq_conn *c)

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "loop/loop.h"
 #include "testutil.h"
 #include "transport/addr.h"
@@ -964,6 +965,64 @@ START_TEST(mem_close_inside_cb)
 }
 END_TEST
 
+/* Every allocation on the set-up paths can fail: -ENOMEM, nothing leaked (LSan). */
+START_TEST(alloc_failures)
+{
+	struct bq_addr la = addr_of("tcp://127.0.0.1:0"), ca;
+	struct bq_listener *l = NULL;
+	struct bq_conn *a, *b;
+	int n, r, failures = 0;
+
+	for (n = 1; n < 50; n++) {
+		bq_alloc_fail_nth((unsigned long)n);
+		r = bq_conn_mem_pair(loop, 16, &a, &b);
+		bq_alloc_fail_nth(0);
+		if (r == 0) {
+			bq_conn_close(a);
+			bq_conn_close(b);
+			break;
+		}
+		ck_assert_int_eq(r, -ENOMEM);
+		ck_assert_ptr_null(a);
+		failures++;
+	}
+	ck_assert_int_gt(failures, 0);
+	ck_assert_int_lt(n, 50);
+
+	for (n = 1, failures = 0; n < 50; n++) {
+		bq_alloc_fail_nth((unsigned long)n);
+		r = bq_listener_new(loop, &la, never_accept, NULL, &l, err, sizeof(err));
+		bq_alloc_fail_nth(0);
+		if (r == 0) {
+			break;
+		}
+		ck_assert_int_eq(r, -ENOMEM);
+		ck_assert_ptr_null(l);
+		failures++;
+	}
+	ck_assert_int_gt(failures, 0);
+	ck_assert_ptr_nonnull(l);
+	ca = la;
+	ca.port = (uint16_t)bq_listener_port(l);
+
+	for (n = 1, failures = 0; n < 50; n++) {
+		bq_alloc_fail_nth((unsigned long)n);
+		r = bq_conn_connect(loop, &ca, never_cb, NULL, &a, err, sizeof(err));
+		bq_alloc_fail_nth(0);
+		if (r == 0) {
+			bq_conn_close(a);
+			break;
+		}
+		ck_assert_int_eq(r, -ENOMEM);
+		ck_assert_ptr_null(a);
+		failures++;
+	}
+	ck_assert_int_gt(failures, 0);
+	ck_assert_int_lt(n, 50);
+	bq_listener_free(l);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
 	Suite *s = suite_create("conn");
@@ -990,6 +1049,7 @@ static Suite *conn_suite(void)
 	tcase_add_test(tc, mem_ping_pong);
 	tcase_add_test(tc, mem_backpressure_and_eof);
 	tcase_add_test(tc, mem_close_inside_cb);
+	tcase_add_test(tc, alloc_failures);
 	suite_add_tcase(s, tc);
 	return s;
 }
