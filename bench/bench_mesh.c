@@ -48,7 +48,7 @@ struct endpoint {
 
 struct bench {
 	struct bq_loop *loop;
-	char dir[PATH_MAX];
+	char dir[256]; /* short: UNIX socket paths below it must fit in 108 bytes */
 	pid_t pids[NODES];
 	struct endpoint sender, recv2, recv3;
 	/* throughput phase */
@@ -70,8 +70,7 @@ static void die(const char *what)
 
 static void spawn_node(struct bench *b, int i, const char *node_bin)
 {
-	char addr[32], listen[PATH_MAX + 16], ctl[PATH_MAX], key[PATH_MAX], neigh[PATH_MAX + 16],
-		logpath[PATH_MAX];
+	char addr[32], listen[320], ctl[320], key[320], neigh[320], logpath[320];
 	pid_t pid;
 
 	snprintf(addr, sizeof(addr), i == 1 ? "D8:3A:DD:03:1E:77" : "02:00:00:00:00:%02d", i);
@@ -218,7 +217,7 @@ static void send_hello_attach(struct endpoint *e)
 
 static void connect_endpoint(struct bench *b, struct endpoint *e, int node)
 {
-	char text[PATH_MAX + 16], err[256];
+	char text[320], err[256];
 	struct bq_addr addr;
 	struct bq_conn *c;
 	struct bq_link_config cfg = { .name = e->user, .max_out_bytes = 4 << 20 };
@@ -301,7 +300,7 @@ static bool node_knows(const char *ctl, const char *user)
 int main(int argc, char **argv)
 {
 	struct bench b = { 0 };
-	char node_bin[PATH_MAX], ctl[PATH_MAX + 8];
+	char node_bin[PATH_MAX], ctl[320];
 	uint64_t frames = 300000, samples = 2000;
 	uint64_t *lat;
 	uint64_t t0, t1, received0;

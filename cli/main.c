@@ -377,7 +377,9 @@ static void stdin_read(struct cli *cli)
 				bq_loop_io_remove(cli->loop, STDIN_FILENO);
 				cli->stdin_watched = false;
 			}
-			bq_timer_stop(cli->stdin_poll);
+			if (cli->stdin_poll) {
+				bq_timer_stop(cli->stdin_poll);
+			}
 			bq_timer_start(cli->timeout, cli->cfg.timeout_ms);
 			check_chat_done(cli);
 			return;
@@ -591,8 +593,8 @@ static void on_timeout(struct bq_timer *t, void *ud)
 	} else if (strcmp(cli->cmd->name, "chat") == 0) {
 		what = "the receipts of the messages sent";
 		if (cli->stdin_eof) {
-			say_err("timed out after %" PRIu64 " ms waiting for %s", cli->cfg.timeout_ms,
-				what);
+			say_err("timed out after %" PRIu64 " ms waiting for %s",
+				cli->cfg.timeout_ms, what);
 			finish(cli, 1);
 		}
 		return;
@@ -850,7 +852,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!cli.cfg.command) {
-		say_err("missing command: users, send, broadcast, listen, chat or ctl (see --help)");
+		say_err("missing command: users, send, broadcast, listen, chat or ctl (see "
+			"--help)");
 		rc = 2;
 		goto out;
 	}

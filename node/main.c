@@ -99,7 +99,8 @@ static const struct bq_opt options[] = {
 	  "display name (default: Odin for Odin's address, else node-XX)" },
 	{ "listen", 'l', BQ_OPT_LIST, OFF(listen), "tcp://127.0.0.1:7770", 0, 0, NULL,
 	  bq_addr_check, 0, "ADDR",
-	  "accept clients and neighbours here (repeatable; tcp://, unix:, bt-rfcomm://, bt-l2cap://)" },
+	  "accept clients and neighbours here (repeatable; tcp://, unix:, bt-rfcomm://, "
+	  "bt-l2cap://)" },
 	{ "neighbour", 'N', BQ_OPT_LIST, OFF(neighbours), NULL, 0, 0, NULL, bq_addr_check, 0,
 	  "ADDR", "dial this neighbour node and keep the link up (repeatable)" },
 	{ "key-file", 'k', BQ_OPT_STRING, OFF(key_file), "./data/network.key", 0, 0, NULL, NULL, 0,
@@ -179,7 +180,7 @@ static int make_parent_dirs(const char *path, char *err, size_t errlen)
 	size_t len = strlen(path);
 
 	if (len >= sizeof(dir)) {
-		snprintf(err, errlen, "path too long: %s", path);
+		snprintf(err, errlen, "path too long: %.300s...", path);
 		return -ENAMETOOLONG;
 	}
 	memcpy(dir, path, len + 1);
@@ -191,7 +192,8 @@ static int make_parent_dirs(const char *path, char *err, size_t errlen)
 		if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 			int e = errno;
 
-			snprintf(err, errlen, "cannot create directory %s: %s", dir, strerror(e));
+			snprintf(err, errlen, "cannot create directory %.300s: %s", dir,
+				 strerror(e));
 			return -e;
 		}
 		dir[i] = '/';
@@ -426,9 +428,10 @@ int main(int argc, char **argv)
 		}
 	}
 	join_list(&o.listen, listen, sizeof(listen));
-	bq_info(app.log, "main", "msg=\"ready\" addr=%s name=%s listen=%s neighbours=%zu control=%s",
-		o.addr, bq_log_quote(name, tmp, sizeof(tmp)), listen[0] ? listen : "-",
-		o.neighbours.n, o.control ? o.control : "-");
+	bq_info(app.log, "main",
+		"msg=\"ready\" addr=%s name=%s listen=%s neighbours=%zu control=%s", o.addr,
+		bq_log_quote(name, tmp, sizeof(tmp)), listen[0] ? listen : "-", o.neighbours.n,
+		o.control ? o.control : "-");
 	notify_ready(app.log);
 
 	rc = bq_loop_run(app.loop);

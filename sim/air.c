@@ -131,6 +131,7 @@ static void deliver_to(struct air_side *dst, const uint8_t *frame, size_t len)
 		return;
 	}
 	e->carried++;
+	e->by_type[frame[3] < 16 ? frame[3] : 0]++;
 }
 
 static void arm_queue(struct air_side *sd)

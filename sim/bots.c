@@ -158,9 +158,54 @@ static void on_link(struct bq_mclient *c, enum bq_mclient_state st, int err, con
 	}
 }
 
-static int bot_new(struct sim *s, const char *spec, char *err, size_t errlen)
+/* NAME@NODE (the last '@' splits: user ids may contain '@'). */
+static int bot_parse(const struct sim *s, const char *spec, size_t *name_len, int64_t *node,
+		     char *err, size_t errlen)
 {
 	const char *at = strrchr(spec, '@');
+	size_t nlen = at ? (size_t)(at - spec) : 0;
+
+	if (!at || nlen == 0 || nlen > BQ_USER_ID_MAX || bq_opt_parse_int(at + 1, node) < 0 ||
+	    *node < 1 || *node > s->n_nodes) {
+		snprintf(err, errlen, "--bot: '%s' is not NAME@NODE with NODE in 1..%d", spec,
+			 s->n_nodes);
+		return -EINVAL;
+	}
+	if (!bq_user_id_valid(spec, nlen)) {
+		snprintf(err, errlen, "--bot: '%.*s' is not a valid user id (1-64 of A-Z a-z 0-9 "
+			 ". _ @ : -)", (int)nlen, spec);
+		return -EINVAL;
+	}
+	*name_len = nlen;
+	return 0;
+}
+
+int sim_bots_check(const struct sim *s, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < s->cfg.bots.n; i++) {
+		size_t nlen;
+		int64_t node;
+		int rc = bot_parse(s, s->cfg.bots.v[i], &nlen, &node, err, errlen);
+
+		if (rc < 0) {
+			return rc;
+		}
+		for (size_t k = 0; k < i; k++) {
+			const char *o = s->cfg.bots.v[k];
+			const char *at = strrchr(o, '@');
+
+			if (at && (size_t)(at - o) == nlen &&
+			    memcmp(o, s->cfg.bots.v[i], nlen) == 0) {
+				snprintf(err, errlen, "--bot: '%.*s' is given twice", (int)nlen, o);
+				return -EEXIST;
+			}
+		}
+	}
+	return 0;
+}
+
+static int bot_new(struct sim *s, const char *spec, char *err, size_t errlen)
+{
 	struct sim_bot *b, **v;
 	struct bq_mclient_config cfg;
 	struct bq_mclient_cbs cbs = {
@@ -173,17 +218,11 @@ static int bot_new(struct sim *s, const char *spec, char *err, size_t errlen)
 	char path[SIM_PATH_MAX + 128];
 	char hello[BQ_NAME_MAX + 1];
 	int64_t node;
-	size_t nlen = at ? (size_t)(at - spec) : 0;
+	size_t nlen;
+	int rc = bot_parse(s, spec, &nlen, &node, err, errlen);
 
-	if (!at || nlen == 0 || nlen > BQ_USER_ID_MAX || bq_opt_parse_int(at + 1, &node) < 0 ||
-	    node < 1 || node > s->n_nodes) {
-		snprintf(err, errlen, "--bot: '%s' is not NAME@NODE with NODE in 1..%d", spec,
-			 s->n_nodes);
-		return -EINVAL;
-	}
-	if (!bq_user_id_valid(spec, nlen)) {
-		snprintf(err, errlen, "--bot: '%.*s' is not a valid user id", (int)nlen, spec);
-		return -EINVAL;
+	if (rc < 0) {
+		return rc;
 	}
 	b = bq_calloc(1, sizeof(*b));
 	v = bq_realloc(s->bots, (size_t)(s->n_bots + 1) * sizeof(*v));
@@ -203,10 +242,6 @@ static int bot_new(struct sim *s, const char *spec, char *err, size_t errlen)
 	b->node = (int)node;
 	b->burst_next = 1;
 	b->burst_end = 0;
-	if (sim_bot_find(s, b->name) != b) {
-		snprintf(err, errlen, "--bot: '%s' is given twice", b->name);
-		return -EEXIST;
-	}
 	snprintf(path, sizeof(path), "%s/bots/%s.log", s->dir, b->name);
 	b->log = fopen(path, "a");
 	if (!b->log) {
@@ -284,6 +319,52 @@ void sim_bots_free(struct sim *s)
 	bq_free(s->bots);
 	s->bots = NULL;
 	s->n_bots = 0;
+}
+
+bool sim_bots_converged(struct sim *s)
+{
+	for (int i = 0; i < s->n_bots; i++) {
+		struct sim_bot *b = s->bots[i];
+
+		if (bq_muser_state(b->mu) != BQ_MU_READY) {
+			return false;
+		}
+		for (int k = 0; k < s->n_bots; k++) {
+			if (bq_mclient_dir_presence(b->mc, s->bots[k]->name) != BQ_PRES_ONLINE) {
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+bool sim_bots_listed(struct sim *s, const char *users_json)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(users_json, 0, &jerr);
+	json_t *users = root ? json_object_get(root, "users") : NULL;
+	int found = 0;
+	size_t i;
+	json_t *u;
+
+	if (!json_is_array(users)) {
+		json_decref(root);
+		return false;
+	}
+	for (int k = 0; k < s->n_bots; k++) {
+		json_array_foreach(users, i, u) {
+			const char *id = json_string_value(json_object_get(u, "id"));
+			const char *pres = json_string_value(json_object_get(u, "presence"));
+
+			if (id && pres && strcmp(id, s->bots[k]->name) == 0 &&
+			    strcmp(pres, "online") == 0) {
+				found++;
+				break;
+			}
+		}
+	}
+	json_decref(root);
+	return found == s->n_bots;
 }
 
 struct sim_bot *sim_bot_find(struct sim *s, const char *name)

@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "proto/frame.h"
 #include "sim.h"
 
 #define CTL_LINE_MAX 65536
@@ -213,7 +214,8 @@ static void ctl_flush(struct ctl_conn *cc)
 
 static void reply(struct ctl_conn *cc, const char *line)
 {
-	if (bq_buf_append(&cc->out, line, strlen(line)) < 0 || bq_buf_append(&cc->out, "\n", 1) < 0) {
+	if (bq_buf_append(&cc->out, line, strlen(line)) < 0 ||
+	    bq_buf_append(&cc->out, "\n", 1) < 0) {
 		cc->closing = true; /* a peer that never reads loses its connection */
 	}
 }
@@ -289,12 +291,24 @@ static void cmd_status(struct ctl_conn *cc, char *args)
 	}
 	for (int i = 0; i < s->n_edges; i++) {
 		struct sim_edge *e = &s->edges[i];
+		json_t *types = json_object();
+		json_t *o = json_pack("{s:i, s:i, s:b, s:I, s:I, s:i}", "a", e->a, "b", e->b, "cut",
+				      e->cut, "carried", (json_int_t)e->carried, "dropped",
+				      (json_int_t)e->dropped, "links", (int)e->links);
 
-		json_array_append_new(edges, json_pack("{s:i, s:i, s:b, s:I, s:I, s:i}", "a", e->a,
-						       "b", e->b, "cut", e->cut, "carried",
-						       (json_int_t)e->carried, "dropped",
-						       (json_int_t)e->dropped, "links",
-						       (int)e->links));
+		for (int t = 0; t < 16 && types; t++) {
+			if (e->by_type[t]) {
+				json_object_set_new(types, t && bq_frame_type_known((uint8_t)t) ?
+							   bq_frame_type_name((uint8_t)t) : "other",
+						    json_integer((json_int_t)e->by_type[t]));
+			}
+		}
+		if (o && types) {
+			json_object_set_new(o, "types", types);
+		} else {
+			json_decref(types);
+		}
+		json_array_append_new(edges, o);
 	}
 	json_object_set_new(root, "ready", json_boolean(s->ready));
 	json_object_set_new(root, "nodes", nodes);

@@ -24,6 +24,8 @@
 #define STARTUP_TIMEOUT_MS 10000
 #define STARTUP_PROBE_MS 50
 #define STOP_GRACE_MS 3000
+#define CONVERGE_TIMEOUT_MS 10000
+#define CONVERGE_PROBE_MS 20
 
 static int loss_check(const char *value, char *err, size_t errlen);
 
@@ -179,7 +181,8 @@ static void kill_timer_cb(struct bq_timer *t, void *ud)
 	}
 	for (int i = 0; i < s->n_nodes; i++) {
 		if (s->nodes[i].alive && s->nodes[i].pid > 0) {
-			bq_warn(s->log, "sim", "msg=\"node did not stop in time, killing it\" node=%d",
+			bq_warn(s->log, "sim",
+				"msg=\"node did not stop in time, killing it\" node=%d",
 				s->nodes[i].idx);
 			kill(s->nodes[i].pid, SIGKILL);
 		}
@@ -199,6 +202,7 @@ void sim_shutdown(struct sim *s, int exit_code)
 	bq_info(s->log, "sim", "msg=\"stopping\" exit_code=%d", exit_code);
 	bq_timer_stop(s->startup_tick);
 	bq_timer_stop(s->startup_deadline);
+	bq_timer_stop(s->converge_tick);
 	sim_bots_stop(s);
 	for (int i = 0; i < s->n_nodes; i++) {
 		sim_node_signal(s, &s->nodes[i], SIGTERM);
@@ -227,8 +231,8 @@ static void on_sigchld(struct bq_loop *loop, int signo, void *ud)
 			struct sim_node *n = &s->nodes[i];
 
 			if (!n->alive && n->starts > 0) {
-				say_err("node %d (%s) exited during start-up; see %s", n->idx, n->name,
-					n->log);
+				say_err("node %d (%s) exited during start-up; see %s", n->idx,
+					n->name, n->log);
 				sim_shutdown(s, 1);
 				return;
 			}
@@ -267,6 +271,71 @@ static void startup_finish(struct sim *s)
 		sim_shutdown(s, 1);
 		return;
 	}
+	s->converge_deadline_ms = bq_loop_now_ms(s->loop) + CONVERGE_TIMEOUT_MS;
+	bq_timer_start(s->converge_tick, 0);
+}
+
+struct probe {
+	struct sim *s;
+	struct sim_node *n;
+};
+
+static void users_done(void *ud, int err, const char *reply)
+{
+	struct probe *p = ud;
+
+	p->n->probing = false;
+	if (err == 0 && sim_bots_listed(p->s, reply)) {
+		p->n->knows_bots = true;
+	}
+	bq_free(p);
+}
+
+/* Every bot attached, and every node (Odin first of all) lists every bot online. */
+static bool converged(struct sim *s)
+{
+	bool all = sim_bots_converged(s);
+
+	for (int i = 0; i < s->n_nodes; i++) {
+		struct sim_node *n = &s->nodes[i];
+		struct probe *p;
+
+		if (n->knows_bots) {
+			continue;
+		}
+		all = false;
+		if (n->probing || !n->alive || !(p = bq_calloc(1, sizeof(*p)))) {
+			continue;
+		}
+		p->s = s;
+		p->n = n;
+		if (sim_request(s, n->ctl, "users", 1000, users_done, p) < 0) {
+			bq_free(p);
+			continue;
+		}
+		n->probing = true;
+	}
+	return all;
+}
+
+/*
+ * "ready" means usable: the bots are attached and every node already knows every bot,
+ * so a test (or blueq-cli at Odin) may message a bot at once instead of racing the
+ * announces.
+ */
+static void converge_tick_cb(struct bq_timer *t, void *ud)
+{
+	struct sim *s = ud;
+	bool done = converged(s);
+
+	if (!done && bq_loop_now_ms(s->loop) < s->converge_deadline_ms) {
+		bq_timer_start(t, CONVERGE_PROBE_MS);
+		return;
+	}
+	if (!done) {
+		bq_warn(s->log, "sim", "msg=\"the directory has not converged yet; ready anyway\" "
+			"waited_ms=%d", CONVERGE_TIMEOUT_MS);
+	}
 	s->ready = true;
 	bq_info(s->log, "sim", "msg=\"ready\" nodes=%d edges=%d bots=%d", s->n_nodes, s->n_edges,
 		s->n_bots);
@@ -275,10 +344,6 @@ static void startup_finish(struct sim *s)
 	fflush(stdout);
 }
 
-struct probe {
-	struct sim *s;
-	struct sim_node *n;
-};
 
 static void probe_done(void *ud, int err, const char *reply)
 {
@@ -290,7 +355,7 @@ static void probe_done(void *ud, int err, const char *reply)
 		p->n->ready = true;
 	}
 	bq_free(p);
-	if (s->stopping || s->ready) {
+	if (s->stopping || s->map_written) {
 		return;
 	}
 	for (int i = 0; i < s->n_nodes; i++) {
@@ -337,7 +402,8 @@ static void startup_deadline_cb(struct bq_timer *t, void *ud)
 
 		if (!n->ready) {
 			say_err("node %d (%s) did not answer on its control socket %s within %d s; "
-				"see %s", n->idx, n->name, n->ctl, STARTUP_TIMEOUT_MS / 1000, n->log);
+				"see %s",
+				n->idx, n->name, n->ctl, STARTUP_TIMEOUT_MS / 1000, n->log);
 		}
 	}
 	sim_shutdown(s, 1);
@@ -356,7 +422,8 @@ static int find_node_bin(struct sim *s)
 	} else {
 		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 		if (n < 0) {
-			say_err("cannot find my own executable (/proc/self/exe): %s; use --node-bin",
+			say_err("cannot find my own executable (/proc/self/exe): %s; use "
+				"--node-bin",
 				strerror(errno));
 			return 2;
 		}
@@ -394,6 +461,10 @@ static int setup(struct sim *s)
 		s->rng = 0x9E3779B97F4A7C15ULL;
 	}
 	if (sim_topology(s, s->cfg.topology, err, sizeof(err)) < 0) {
+		say_err("%s", err);
+		return 2;
+	}
+	if (sim_bots_check(s, err, sizeof(err)) < 0) {
 		say_err("%s", err);
 		return 2;
 	}
@@ -478,7 +549,8 @@ int main(int argc, char **argv)
 	s->startup_tick = bq_timer_new(s->loop, startup_tick_cb, s);
 	s->startup_deadline = bq_timer_new(s->loop, startup_deadline_cb, s);
 	s->kill_timer = bq_timer_new(s->loop, kill_timer_cb, s);
-	if (!s->startup_tick || !s->startup_deadline || !s->kill_timer ||
+	s->converge_tick = bq_timer_new(s->loop, converge_tick_cb, s);
+	if (!s->startup_tick || !s->startup_deadline || !s->kill_timer || !s->converge_tick ||
 	    bq_loop_signal(s->loop, SIGCHLD, on_sigchld, s) < 0 ||
 	    bq_loop_signal(s->loop, SIGTERM, on_stop_signal, s) < 0 ||
 	    bq_loop_signal(s->loop, SIGINT, on_stop_signal, s) < 0) {
@@ -523,6 +595,7 @@ out:
 		bq_timer_free(s->startup_tick);
 		bq_timer_free(s->startup_deadline);
 		bq_timer_free(s->kill_timer);
+		bq_timer_free(s->converge_tick);
 		bq_loop_free(s->loop);
 	}
 	sim_nodes_free(s);

@@ -19,7 +19,8 @@ static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
 static const uint8_t ODIN_MAC[BQ_BDADDR_LEN] = { 0xD8, 0x3A, 0xDD, 0x03, 0x1E, 0x77 };
 
-static int argv_push(char ***v, size_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int argv_push(char ***v, size_t *n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static int argv_push(char ***v, size_t *n, const char *fmt, ...)
 {
@@ -229,11 +230,13 @@ void sim_reap(struct sim *s)
 			n->alive = false;
 			n->last_status = status;
 			if (WIFSIGNALED(status)) {
-				bq_info(s->log, "sim", "msg=\"node exited\" node=%d pid=%ld signal=%d",
-					n->idx, (long)pid, WTERMSIG(status));
+				bq_info(s->log, "sim",
+					"msg=\"node exited\" node=%d pid=%ld signal=%d", n->idx,
+					(long)pid, WTERMSIG(status));
 			} else {
-				bq_info(s->log, "sim", "msg=\"node exited\" node=%d pid=%ld status=%d",
-					n->idx, (long)pid, WEXITSTATUS(status));
+				bq_info(s->log, "sim",
+					"msg=\"node exited\" node=%d pid=%ld status=%d", n->idx,
+					(long)pid, WEXITSTATUS(status));
 			}
 		}
 	}

@@ -60,6 +60,7 @@ struct sim_node {
 	bool alive;
 	bool ready;   /* answered on its control socket at start-up */
 	bool probing; /* a start-up probe is in flight */
+	bool knows_bots; /* start-up: its directory lists every bot online */
 	int last_status; /* wait status of the last exit */
 	uint32_t starts;
 };
@@ -75,6 +76,7 @@ struct sim_edge {
 	struct bq_listener *lis;
 	struct air_pair *pairs;
 	uint64_t carried, dropped;
+	uint64_t by_type[16]; /* frames carried, by frame type (index = type, 0 = other) */
 	uint32_t links; /* pairs currently open */
 };
 
@@ -115,6 +117,8 @@ struct sim {
 	struct bq_timer *startup_tick;
 	struct bq_timer *startup_deadline;
 	struct bq_timer *kill_timer;
+	struct bq_timer *converge_tick; /* after start-up: wait for the bots to see each other */
+	uint64_t converge_deadline_ms;
 };
 
 /* main.c */
@@ -141,10 +145,16 @@ void sim_air_stop(struct sim *s);
 struct sim_edge *sim_edge_find(struct sim *s, int a, int b);
 
 /* bots.c */
+/* Validate every --bot NAME@NODE before anything starts. */
+int sim_bots_check(const struct sim *s, char *err, size_t errlen);
 int sim_bots_start(struct sim *s, char *err, size_t errlen);
 void sim_bots_stop(struct sim *s);
 void sim_bots_free(struct sim *s);
 struct sim_bot *sim_bot_find(struct sim *s, const char *name);
+/* Every bot READY and seeing every bot online in its directory copy. */
+bool sim_bots_converged(struct sim *s);
+/* Is every bot listed online in this node's "users" JSON document? */
+bool sim_bots_listed(struct sim *s, const char *users_json);
 /* Reply text into out (one line, "ok ..." or "error ..."). */
 void sim_bot_send(struct sim *s, struct sim_bot *b, const char *dst, const char *text, char *out,
 		  size_t cap);

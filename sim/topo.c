@@ -135,8 +135,10 @@ static int topo_file(struct sim *s, const char *path, char *err, size_t errlen)
 			for (int i = 0; i < 2; i++) {
 				if (bq_opt_parse_int(words[i], &v[i]) < 0 || v[i] < 1 ||
 				    v[i] > s->n_nodes) {
-					snprintf(err, errlen, "--topology: %s:%d: '%s' is not a node "
-						 "number 1..%d", path, lineno, words[i], s->n_nodes);
+					snprintf(err, errlen,
+						 "--topology: %s:%d: '%s' is not a node "
+						 "number 1..%d",
+						 path, lineno, words[i], s->n_nodes);
 					return -1;
 				}
 			}

@@ -26,7 +26,6 @@ static const char *const MOD = "client";
 
 #define CLIENT_OUT_MAX (1024 * 1024)   /* link output queue: a burst of max_outstanding MSGs */
 #define RETRANSMIT_CAP_MS 30000
-#define ACCEPTED_SLOWDOWN 4            /* after ACCEPTED, retries wait at least 4x the base */
 #define DEDUPE_TTL_MS (3600ull * 1000) /* duplicates arrive within seconds; an hour is ample */
 #define DEDUPE_DEFAULT 4096
 
@@ -479,7 +478,6 @@ static void msg_acked(struct out_msg *m, uint8_t status, const char *reason)
 {
 	struct bq_mclient *c = m->u->c;
 	uint64_t now = bq_loop_now_ms(c->loop);
-	uint32_t slow = c->cfg.retransmit_ms * ACCEPTED_SLOWDOWN;
 
 	switch (status) {
 	case BQ_ACK_DELIVERED:
@@ -495,21 +493,23 @@ static void msg_acked(struct out_msg *m, uint8_t status, const char *reason)
 			msg_report(m, status, reason, true);
 			break;
 		}
-		/* The node holds it now; keep retrying, slowly, until DELIVERED. */
-		if (m->interval_ms < slow) {
-			m->interval_ms = slow > RETRANSMIT_CAP_MS ? RETRANSMIT_CAP_MS : slow;
-			arm_msg_timer(m, now, m->interval_ms);
-		}
+		/*
+		 * The first node has it, but it can still be lost further on (a relay dies,
+		 * a frame is dropped): keep the doubling schedule going until DELIVERED.
+		 */
 		msg_report(m, status, reason, false);
 		break;
 	case BQ_ACK_STORED:
+		/* Held at the home node until the user attaches; retries only guard against
+		 * that node dying, so the slowest pace will do. */
 		m->interval_ms = RETRANSMIT_CAP_MS;
 		arm_msg_timer(m, now, m->interval_ms);
 		msg_report(m, status, reason, false);
 		break;
 	default:
-		bq_debug(c->log, MOD, "client=%s msg_id=%016" PRIx64 " msg=\"ignored ack\" status=%u",
-			 c->name, m->id, status);
+		bq_debug(c->log, MOD,
+			 "client=%s msg_id=%016" PRIx64 " msg=\"ignored ack\" status=%u", c->name,
+			 m->id, status);
 		break;
 	}
 }
@@ -734,6 +734,13 @@ size_t bq_mclient_dir_count(const struct bq_mclient *c)
 	return bq_map_size(c->dir_users) + bq_map_size(c->dir_nodes);
 }
 
+int bq_mclient_dir_presence(const struct bq_mclient *c, const char *user_id)
+{
+	const struct dir_rec *r = bq_map_get(c->dir_users, user_id, strlen(user_id));
+
+	return r ? r->presence : -ENOENT;
+}
+
 void bq_mclient_dir_foreach(const struct bq_mclient *c,
 			    void (*fn)(const struct bq_dir_entry *e, void *ud), void *ud)
 {
@@ -847,8 +854,10 @@ static void on_ack(struct bq_mclient *c, const struct bq_frame *f)
 			return;
 		}
 		if (a.status != BQ_ACK_OK) {
-			bq_warn(c->log, MOD, "client=%s user_id=%s msg=\"attach refused\" status=%s "
-				"reason=\"%s\"", c->name, u->id, bq_ack_status_name(a.status), reason);
+			bq_warn(c->log, MOD,
+				"client=%s user_id=%s msg=\"attach refused\" status=%s "
+				"reason=\"%s\"",
+				c->name, u->id, bq_ack_status_name(a.status), reason);
 			set_user_state(u, BQ_MU_REJECTED, reason[0] ? reason :
 				       bq_ack_status_name(a.status));
 			fail_outbox(u, reason[0] ? reason : "attach refused");
@@ -891,8 +900,8 @@ static bool first_copy(struct bq_mclient *c, const struct bq_frame *f, const cha
 
 		c->dedupe = bq_dedupe_new(cap, DEDUPE_TTL_MS);
 		if (!c->dedupe) {
-			bq_warn(c->log, MOD, "client=%s msg=\"no memory for duplicate suppression\"",
-				c->name);
+			bq_warn(c->log, MOD,
+				"client=%s msg=\"no memory for duplicate suppression\"", c->name);
 			return true;
 		}
 	}
@@ -936,8 +945,8 @@ static void on_msg(struct bq_mclient *c, const struct bq_frame *f)
 		for (size_t i = 0; i < n && c->state == BQ_MC_UP; i++) {
 			struct bq_muser *u = v[i];
 
-			if (!user_attached(u) ||
-			    (f->src_len == strlen(u->id) && memcmp(f->src, u->id, f->src_len) == 0)) {
+			if (!user_attached(u) || (f->src_len == strlen(u->id) &&
+						  memcmp(f->src, u->id, f->src_len) == 0)) {
 				continue;
 			}
 			deliver(c, u, f);
@@ -1328,7 +1337,8 @@ void bq_mclient_stop(struct bq_mclient *c)
 	c->started = true;
 	for (struct bq_muser *u = c->u_head; u; u = u->next) {
 		if (up && (user_attached(u) || (u->state == BQ_MU_ATTACHING && u->attach_sent))) {
-			send_frame(c, BQ_T_DETACH, 0, bq_link_new_msg_id(), 0, u->id, NULL, 0, NULL, 0);
+			send_frame(c, BQ_T_DETACH, 0, bq_link_new_msg_id(), 0, u->id, NULL, 0, NULL,
+				   0);
 		}
 		if (u->attach_sent) {
 			pending_del(c, u->attach_id);
@@ -1506,8 +1516,9 @@ void bq_muser_detach(struct bq_muser *u)
 	u->dead = true;
 	u->state = BQ_MU_DETACHED;
 	if (bq_loop_defer(c->loop, free_user_mem, u) < 0) {
-		bq_warn(c->log, MOD, "client=%s user_id=%s msg=\"leaked detached user (no memory)\"",
-			c->name, u->id);
+		bq_warn(c->log, MOD,
+			"client=%s user_id=%s msg=\"leaked detached user (no memory)\"", c->name,
+			u->id);
 	}
 	handshake_progress(c, false);
 }

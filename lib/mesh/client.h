@@ -12,9 +12,10 @@
  * Messages: bq_muser_send queues a MSG with a random (or caller-given) 64-bit id and
  * retransmits it (attempt + 1) until an end-to-end ACK (DELIVERED or a failure
  * status) arrives or it expires; ACCEPTED / STORED acks are reported but retries go
- * on at a slower pace until DELIVERED. Inbound MSGs are de-duplicated by
- * (source user, msg_id) and acknowledged DELIVERED after the message callback ran
- * (a duplicate is acknowledged again but not reported twice).
+ * on until DELIVERED (the doubling schedule continues; STORED jumps to the slowest
+ * pace). Inbound MSGs are de-duplicated by (source user, msg_id) and acknowledged
+ * DELIVERED after the message callback ran (a duplicate is acknowledged again but not
+ * reported twice).
  * The client keeps a copy of the directory (users and nodes), kept current by the
  * node's DIRECTORY pushes after the initial scan.
  */
@@ -148,6 +149,8 @@ int bq_muser_send(struct bq_muser *u, const char *dst, const void *text, size_t 
 
 /* Directory copy. */
 size_t bq_mclient_dir_count(const struct bq_mclient *c);
+/* Presence (enum bq_presence) of user_id in the directory copy, or -ENOENT. */
+int bq_mclient_dir_presence(const struct bq_mclient *c, const char *user_id);
 /* Calls fn for every user record (kind BQ_DIR_USER), then every node (BQ_DIR_NODE). */
 void bq_mclient_dir_foreach(const struct bq_mclient *c,
 			    void (*fn)(const struct bq_dir_entry *e, void *ud), void *ud);

@@ -133,7 +133,8 @@ static void conn_read(struct ctl_conn *cc)
 		}
 		for (ssize_t i = 0; i < n && !cc->closing; i++) {
 			if (bq_buf_append(&cc->in, &chunk[i], 1) < 0) {
-				static const char too_long[] = "{\"error\":\"command line too long\"}\n";
+				static const char too_long[] =
+					"{\"error\":\"command line too long\"}\n";
 
 				bq_buf_append(&cc->out, too_long, sizeof(too_long) - 1);
 				cc->closing = true;
@@ -212,7 +213,8 @@ struct bq_ctl *bq_ctl_new(struct bq_loop *loop, const char *path, bq_ctl_handler
 	char text[BQ_ADDR_PATH_MAX + 16];
 
 	if (!path || !path[0] || strlen(path) >= BQ_ADDR_PATH_MAX) {
-		snprintf(err, errlen, "control socket path '%s' is empty or too long (max %d bytes)",
+		snprintf(err, errlen,
+			 "control socket path '%s' is empty or too long (max %d bytes)",
 			 path ? path : "", BQ_ADDR_PATH_MAX - 1);
 		return NULL;
 	}

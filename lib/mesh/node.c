@@ -177,6 +177,21 @@ static bool seen(struct bq_node *n, const uint8_t origin[BQ_NODE_ADDR_LEN], uint
 	return bq_dedupe_check_insert(n->dedupe, bq_dedupe_key(origin, id, extra), now_ms(n)) == 1;
 }
 
+/*
+ * Duplicate suppression key of a MSG or ACK: (origin, msg_id, attempt) as the protocol
+ * says, with the source user folded in so that two users who happen to pick the same
+ * id at one node are never taken for one message.
+ */
+static bool seen_frame(struct bq_node *n, const struct bq_frame *f)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < f->src_len; i++) {
+		h = (h ^ (uint8_t)f->src[i]) * 16777619u;
+	}
+	return seen(n, f->origin, f->msg_id, (uint32_t)f->attempt | (h << 8));
+}
+
 static void frame_init(struct bq_node *n, struct bq_frame *f, uint8_t type, uint64_t msg_id)
 {
 	memset(f, 0, sizeof(*f));
@@ -208,7 +223,9 @@ static uint64_t store_tag(const struct bq_frame *f)
 	uint8_t h[BQ_NODE_ADDR_LEN] = { 0 };
 
 	for (size_t i = 0; i < f->src_len; i++) {
-		h[i % BQ_NODE_ADDR_LEN] = (uint8_t)(h[i % BQ_NODE_ADDR_LEN] * 31u + (uint8_t)f->src[i]);
+		uint8_t *b = &h[i % BQ_NODE_ADDR_LEN];
+
+		*b = (uint8_t)(*b * 31u + (uint8_t)f->src[i]);
 	}
 	return bq_dedupe_key(h, f->msg_id, f->type);
 }
@@ -375,7 +392,7 @@ static void ack_route(struct bq_node *n, const char *dst, size_t dst_len, uint64
 	if (len < 0) {
 		return;
 	}
-	seen(n, n->addr, f.msg_id, 0);
+	seen_frame(n, &f);
 	route_frame(n, &f, buf, (size_t)len, buf, (size_t)len, NULL, NULL);
 }
 
@@ -436,7 +453,8 @@ static void store_for(struct bq_node *n, struct bq_duser *u, const struct bq_fra
 	    n->held_bytes + len > NODE_HELD_BYTES_MAX) {
 		n->stats.store_dropped++;
 		if (is_msg) {
-			ack_route(n, f->src, f->src_len, f->msg_id, BQ_ACK_REJECTED, "mailbox full");
+			ack_route(n, f->src, f->src_len, f->msg_id, BQ_ACK_REJECTED,
+				  "mailbox full");
 		}
 		return;
 	}
@@ -451,7 +469,8 @@ static void store_for(struct bq_node *n, struct bq_duser *u, const struct bq_fra
 	n->held_bytes += len;
 	n->stats.stored++;
 	if (is_msg) {
-		ack_route(n, f->src, f->src_len, f->msg_id, BQ_ACK_STORED, "held for an offline user");
+		ack_route(n, f->src, f->src_len, f->msg_id, BQ_ACK_STORED,
+			  "held for an offline user");
 	}
 }
 
@@ -521,7 +540,8 @@ static void route_frame(struct bq_node *n, const struct bq_frame *f, const uint8
 		if (!is_ack) {
 			char reason[BQ_USER_ID_MAX + 24];
 
-			snprintf(reason, sizeof(reason), "unknown user '%.*s'", (int)f->dst_len, f->dst);
+			snprintf(reason, sizeof(reason), "unknown user '%.*s'", (int)f->dst_len,
+				 f->dst);
 			n->stats.unknown_user++;
 			ack_direct(n, client, f->src, f->src_len, f->msg_id, BQ_ACK_UNKNOWN_USER,
 				   reason);
@@ -552,7 +572,7 @@ static void route_frame(struct bq_node *n, const struct bq_frame *f, const uint8
 			return;
 		}
 		if (via == from) {
-			/* Our route points back where it came from: the views disagree for a moment. */
+			/* The route points back where it came from: views disagree for a moment. */
 			flood(n, out, out_len, from);
 			return;
 		}
@@ -702,13 +722,15 @@ static void forward_store(struct bq_node *n, struct bq_duser *u)
 static void remote_user(struct bq_node *n, const struct bq_dir_entry *e,
 			const uint8_t home[BQ_NODE_ADDR_LEN])
 {
-	struct bq_duser *u = bq_dir_user(n->dir, e->id, e->id_len);
-	bool was_local = u && user_is_local(n, u);
+	struct bq_duser *u;
+	bool was_local;
 	int r;
 
 	if (e->kind != BQ_DIR_USER || e->presence > BQ_PRES_GONE) {
 		return;
 	}
+	u = bq_dir_user(n->dir, e->id, e->id_len);
+	was_local = u && user_is_local(n, u);
 	if (addr_is_self(n, home)) {
 		/*
 		 * Another node's view of one of our own users: we are the authority. A view at
@@ -1230,7 +1252,8 @@ static void peer_up(struct bq_node *n, struct nlink *nl)
 	if (dn) {
 		bool changed = created || !dn->up;
 
-		if (bq_dir_set_name(dn->name, &dn->name_len, nl->peer_name, strlen(nl->peer_name))) {
+		if (bq_dir_set_name(dn->name, &dn->name_len, nl->peer_name,
+				    strlen(nl->peer_name))) {
 			changed = true;
 		}
 		dn->up = true;
@@ -1286,13 +1309,16 @@ static void on_hello(struct bq_node *n, struct nlink *nl, const struct bq_frame 
 		if (!(f->flags & BQ_FF_AUTH)) {
 			/* The link verified any tag present; a node without one lacks the key. */
 			n->stats.auth_failures++;
-			link_violation(nl, BQ_ERR_AUTH, "node HELLO must be signed with the network key");
+			link_violation(nl, BQ_ERR_AUTH,
+				       "node HELLO must be signed with the network key");
 			return;
 		}
 		if (addr_is_self(n, f->origin) || memcmp(f->origin, zero, sizeof(zero)) == 0) {
+			bool self = addr_is_self(n, f->origin);
+
 			link_violation(nl, BQ_ERR_MALFORMED,
-				       addr_is_self(n, f->origin) ? "link to itself (same node address)"
-								  : "node HELLO without an address");
+				       self ? "link to itself (same node address)"
+					    : "node HELLO without an address");
 			return;
 		}
 		memcpy(nl->peer, f->origin, BQ_NODE_ADDR_LEN);
@@ -1454,14 +1480,14 @@ static void on_client_unicast(struct bq_node *n, struct nlink *nl, const struct 
 			return;
 		}
 	}
-	if (seen(n, n->addr, f->msg_id, f->attempt)) {
+	memcpy(g.origin, n->addr, BQ_NODE_ADDR_LEN);
+	if (seen_frame(n, &g)) {
 		n->stats.duplicates_dropped++;
 		if (is_msg) {
 			ack_direct(n, nl, f->src, f->src_len, f->msg_id, BQ_ACK_ACCEPTED, "sent");
 		}
 		return;
 	}
-	memcpy(g.origin, n->addr, BQ_NODE_ADDR_LEN);
 	g.ttl = n->cfg.ttl;
 	g.hops = 0;
 	g.flags = (uint8_t)(f->flags & BQ_FF_BROADCAST);
@@ -1522,7 +1548,7 @@ static void on_node_unicast(struct bq_node *n, struct nlink *nl, const struct bq
 		n->stats.malformed++;
 		return;
 	}
-	if (seen(n, f->origin, f->msg_id, f->attempt)) {
+	if (seen_frame(n, f)) {
 		n->stats.duplicates_dropped++;
 		return;
 	}
@@ -1671,8 +1697,9 @@ static void on_link_close(struct bq_link *l, int err, const char *reason, void *
 		if (!n->stopping) {
 			delay = bq_backoff_next(&d->bo);
 			if (!d->warned) {
-				bq_warn(n->log, MOD, "msg=\"neighbour link lost\" neighbour=%s "
-					"reason=\"%s\" retry_ms=%u", d->text, reason ? reason : "", delay);
+				bq_warn(n->log, MOD,
+					"msg=\"neighbour link lost\" neighbour=%s reason=\"%s\" "
+					"retry_ms=%u", d->text, reason ? reason : "", delay);
 				d->warned = true;
 			}
 			bq_timer_start(d->timer, delay);
@@ -1766,8 +1793,9 @@ static void dial(struct dialer *d)
 		uint32_t delay = bq_backoff_next(&d->bo);
 
 		if (!d->warned) {
-			bq_warn(n->log, MOD, "msg=\"cannot dial neighbour\" neighbour=%s err=\"%s\" "
-				"retry_ms=%u", d->text, err, delay);
+			bq_warn(n->log, MOD,
+				"msg=\"cannot dial neighbour\" neighbour=%s err=\"%s\" retry_ms=%u",
+				d->text, err, delay);
 			d->warned = true;
 		}
 		bq_timer_start(d->timer, delay);
@@ -2234,6 +2262,7 @@ static const char *presence_name(uint8_t p)
 	}
 }
 
+/* clang-format off */
 #define NODE_COUNTERS(X)                                                                        \
 	X(frames_in) X(frames_out) X(relayed) X(flooded) X(delivered_local)                      \
 	X(duplicates_dropped) X(ttl_expired) X(auth_failures) X(unknown_types) X(malformed)       \
@@ -2241,6 +2270,7 @@ static const char *presence_name(uint8_t p)
 	X(store_dropped) X(route_held) X(route_flushed) X(announces_sent)                         \
 	X(announces_received) X(scans_served) X(acks_routed) X(unknown_user) X(peers_up)          \
 	X(clients) X(users_local) X(users_total) X(nodes_known)
+/* clang-format on */
 
 static json_t *json_stats(struct bq_node *n)
 {

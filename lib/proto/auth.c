@@ -73,8 +73,11 @@ static int tagged_frame(const uint8_t *frame, size_t len)
 static int compute_tag(const struct bq_auth *a, const uint8_t *frame, size_t len,
 		       uint8_t tag[BQ_TAG_LEN])
 {
-	return crypto_generichash(tag, BQ_TAG_LEN, frame + 2, len - 2 - BQ_TAG_LEN, a->key,
-				  BQ_KEY_LEN) == 0 ? 0 : -EINVAL;
+	if (crypto_generichash(tag, BQ_TAG_LEN, frame + 2, len - 2 - BQ_TAG_LEN, a->key,
+			       BQ_KEY_LEN) != 0) {
+		return -EINVAL;
+	}
+	return 0;
 }
 
 int bq_auth_sign(const struct bq_auth *a, uint8_t *frame, size_t len)
@@ -173,7 +176,8 @@ static int load_key(int fd, const char *path, uint8_t key[BQ_KEY_LEN], char *err
 	if (st.st_mode & 077) {
 		return fail(err, errlen, -EPERM,
 			    "key file %s is accessible by group or others (mode %03o); "
-			    "run: chmod 600 %s", path, (unsigned)(st.st_mode & 0777), path);
+			    "run: chmod 600 %s",
+			    path, (unsigned)(st.st_mode & 0777), path);
 	}
 	if (st.st_size != BQ_KEY_LEN) {
 		return fail(err, errlen, -EINVAL, "key file %s has %lld bytes, expected %d", path,
@@ -227,9 +231,11 @@ static int create_key(const char *path, uint8_t key[BQ_KEY_LEN], char *err, size
 		if (rc == -EEXIST) {
 			return fail(err, errlen, rc,
 				    "cannot create key file: %s.tmp exists (another process is "
-				    "creating the key, or a crash left it; remove it)", path);
+				    "creating the key, or a crash left it; remove it)",
+				    path);
 		}
-		return fail(err, errlen, rc, "cannot create key file %s.tmp: %s", path, strerror(-rc));
+		return fail(err, errlen, rc, "cannot create key file %s.tmp: %s", path,
+			    strerror(-rc));
 	}
 	randombytes_buf(buf, sizeof(buf));
 	rc = write_all(fd, buf, sizeof(buf));
@@ -253,8 +259,7 @@ static int create_key(const char *path, uint8_t key[BQ_KEY_LEN], char *err, size
 	return 0;
 }
 
-int bq_auth_load_or_create_key(const char *path, uint8_t key[BQ_KEY_LEN], char *err,
-			       size_t errlen)
+int bq_auth_load_or_create_key(const char *path, uint8_t key[BQ_KEY_LEN], char *err, size_t errlen)
 {
 	int fd, rc;
 

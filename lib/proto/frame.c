@@ -120,11 +120,16 @@ int bq_frame_type_known(uint8_t type)
 const char *bq_frame_type_name(uint8_t type)
 {
 	static const char *const names[] = {
-		[BQ_T_HELLO] = "HELLO", [BQ_T_ATTACH] = "ATTACH",
-		[BQ_T_DETACH] = "DETACH", [BQ_T_SCAN] = "SCAN",
-		[BQ_T_DIRECTORY] = "DIRECTORY", [BQ_T_ANNOUNCE] = "ANNOUNCE",
-		[BQ_T_MSG] = "MSG", [BQ_T_ACK] = "ACK",
-		[BQ_T_PING] = "PING", [BQ_T_PONG] = "PONG",
+		[BQ_T_HELLO] = "HELLO",
+		[BQ_T_ATTACH] = "ATTACH",
+		[BQ_T_DETACH] = "DETACH",
+		[BQ_T_SCAN] = "SCAN",
+		[BQ_T_DIRECTORY] = "DIRECTORY",
+		[BQ_T_ANNOUNCE] = "ANNOUNCE",
+		[BQ_T_MSG] = "MSG",
+		[BQ_T_ACK] = "ACK",
+		[BQ_T_PING] = "PING",
+		[BQ_T_PONG] = "PONG",
 		[BQ_T_ERROR] = "ERROR",
 	};
 
@@ -137,10 +142,14 @@ const char *bq_frame_type_name(uint8_t type)
 const char *bq_ack_status_name(uint8_t status)
 {
 	static const char *const names[] = {
-		[BQ_ACK_DELIVERED] = "delivered", [BQ_ACK_ACCEPTED] = "accepted",
-		[BQ_ACK_STORED] = "stored", [BQ_ACK_UNKNOWN_USER] = "unknown_user",
-		[BQ_ACK_EXPIRED] = "expired", [BQ_ACK_REJECTED] = "rejected",
-		[BQ_ACK_TOO_LARGE] = "too_large", [BQ_ACK_OK] = "ok",
+		[BQ_ACK_DELIVERED] = "delivered",
+		[BQ_ACK_ACCEPTED] = "accepted",
+		[BQ_ACK_STORED] = "stored",
+		[BQ_ACK_UNKNOWN_USER] = "unknown_user",
+		[BQ_ACK_EXPIRED] = "expired",
+		[BQ_ACK_REJECTED] = "rejected",
+		[BQ_ACK_TOO_LARGE] = "too_large",
+		[BQ_ACK_OK] = "ok",
 	};
 
 	if (status > BQ_ACK_OK) {
@@ -365,8 +374,8 @@ int bq_hello_encode(const struct bq_hello *h, uint8_t *buf, size_t cap)
 {
 	struct bq_wcur w;
 
-	if ((h->role != BQ_ROLE_NODE && h->role != BQ_ROLE_CLIENT) ||
-	    h->name_len > BQ_NAME_MAX || !opt_name_valid(h->name, h->name_len)) {
+	if ((h->role != BQ_ROLE_NODE && h->role != BQ_ROLE_CLIENT) || h->name_len > BQ_NAME_MAX ||
+	    !opt_name_valid(h->name, h->name_len)) {
 		return -EINVAL;
 	}
 	bq_wcur_init(&w, buf, cap);

@@ -63,7 +63,8 @@ static int read_bounded(const char *path, uint8_t **out, size_t *out_len, char *
 	if (fd < 0) {
 		rc = -errno;
 		if (rc != -ENOENT) {
-			snprintf(err, errlen, "cannot open address map %s: %s", path, strerror(-rc));
+			snprintf(err, errlen, "cannot open address map %s: %s", path,
+				 strerror(-rc));
 		}
 		return rc;
 	}
@@ -81,7 +82,8 @@ static int read_bounded(const char *path, uint8_t **out, size_t *out_len, char *
 				continue;
 			}
 			rc = -errno;
-			snprintf(err, errlen, "cannot read address map %s: %s", path, strerror(-rc));
+			snprintf(err, errlen, "cannot read address map %s: %s", path,
+				 strerror(-rc));
 			goto out;
 		}
 		if (n == 0) {
@@ -278,7 +280,8 @@ int bq_addrmap_write(const char *path, const struct bq_addrmap_entry *entries, s
 		if (!entries[i].target ||
 		    bq_addr_parse(entries[i].target, &a, perr, sizeof(perr)) < 0 ||
 		    (a.kind != BQ_ADDR_UNIX && a.kind != BQ_ADDR_TCP)) {
-			snprintf(err, errlen, "address map target '%s' is not a unix: or tcp:// address",
+			snprintf(err, errlen,
+				 "address map target '%s' is not a unix: or tcp:// address",
 				 entries[i].target ? entries[i].target : "(null)");
 			return -EINVAL;
 		}
@@ -292,8 +295,8 @@ int bq_addrmap_write(const char *path, const struct bq_addrmap_entry *entries, s
 	rc = write_all(fd, hdr, strlen(hdr));
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		char mac[BQ_BDADDR_STRLEN];
-		int k = snprintf(line, sizeof(line), "%s %s\n", bq_bdaddr_format(entries[i].bdaddr, mac),
-				 entries[i].target);
+		int k = snprintf(line, sizeof(line), "%s %s\n",
+				 bq_bdaddr_format(entries[i].bdaddr, mac), entries[i].target);
 
 		if (k < 0 || (size_t)k >= sizeof(line) - 1) {
 			rc = -ENAMETOOLONG;

@@ -181,10 +181,10 @@ END_TEST
 START_TEST(test_write_roundtrip)
 {
 	struct bq_addrmap_entry e[2] = {
-		{ .bdaddr = { 0xD8, 0x3A, 0xDD, 0x03, 0x1E, 0x77 }, .target = "unix:/s/node-1.sock" },
-		{ .bdaddr = { 0x02, 0, 0, 0, 0, 0x02 }, .target = "tcp://127.0.0.1:9" },
+		{.bdaddr = {0xD8, 0x3A, 0xDD, 0x03, 0x1E, 0x77}, .target = "unix:/s/node-1.sock"},
+		{.bdaddr = {0x02, 0, 0, 0, 0, 0x02}, .target = "tcp://127.0.0.1:9"},
 	};
-	struct bq_addrmap_entry bad = { .bdaddr = { 1, 2, 3, 4, 5, 6 }, .target = "D8:3A:DD:03:1E:77" };
+	struct bq_addrmap_entry bad = {.bdaddr = {1, 2, 3, 4, 5, 6}, .target = "D8:3A:DD:03:1E:77"};
 	struct bq_addr in = parse("02:00:00:00:00:02"), out;
 	char err[256] = "";
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/clock.h"
 #include "loop/loop.h"
 #include "mesh/client.h"
@@ -48,10 +49,12 @@ struct fake_node {
 	int ack_from_attempt;  /* answer MSG only from this attempt on */
 	bool deliver;          /* follow ACCEPTED with DELIVERED (unicast) */
 	bool no_accept_ack;    /* never answer MSG */
+	bool mute_scan;        /* never answer SCAN */
+	bool mute_all;         /* every connection ignores everything */
 };
 
 static struct fake_node fn;
-static char sock_path[256];
+static char sock_path[300];
 static char dir_path[256];
 
 /* What the client reported. */
@@ -200,6 +203,9 @@ static void handle(const struct bq_frame *f)
 		break;
 	}
 	case BQ_T_SCAN:
+		if (fn.mute_scan) {
+			break;
+		}
 		answer_scan();
 		if (fn.deaf_once) {
 			fn.deaf_once = false;
@@ -282,7 +288,7 @@ static void node_accept_cb(struct bq_listener *l, struct bq_conn *c, void *ud)
 	}
 	fn.conn = c;
 	fn.in_len = 0;
-	fn.deaf = false;
+	fn.deaf = fn.mute_all;
 	fn.accepts++;
 	bq_conn_set_cb(c, node_conn_cb, NULL);
 }
@@ -489,6 +495,8 @@ START_TEST(test_handshake_ready)
 	bq_mclient_dir_foreach(c, dir_count_fn, counts);
 	ck_assert_int_eq(counts[0], 2);
 	ck_assert_int_eq(counts[1], 1);
+	ck_assert_int_eq(bq_mclient_dir_presence(c, "alice"), BQ_PRES_ONLINE);
+	ck_assert_int_eq(bq_mclient_dir_presence(c, "nobody"), -ENOENT);
 
 	/* A second user on a synced link: ATTACH, no second SCAN, READY at once. */
 	u = bq_mclient_attach(c, "dave", NULL, NULL);
@@ -504,6 +512,25 @@ START_TEST(test_handshake_ready)
 	r = nth_frame(BQ_T_DETACH, 0);
 	ck_assert_ptr_nonnull(r);
 	ck_assert_str_eq(r->src, "dave");
+	free_client(c);
+}
+END_TEST
+
+/* no_directory: the callback sees every record, the client keeps none. */
+START_TEST(test_no_directory_copy)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+
+	bq_mclient_config_defaults(&cfg);
+	cfg.no_directory = true;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(seen.dir_cb, 3);
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 0);
+	ck_assert_int_eq(bq_mclient_dir_presence(c, "alice"), -ENOENT);
 	free_client(c);
 }
 END_TEST
@@ -713,6 +740,50 @@ START_TEST(test_duplicate_inbound)
 }
 END_TEST
 
+static bool two_ready(void *ud)
+{
+	struct bq_muser **u = ud;
+
+	return bq_muser_state(u[0]) == BQ_MU_READY && bq_muser_state(u[1]) == BQ_MU_READY;
+}
+
+/* Shared link: two users, one SCAN; a broadcast reaches every user but its sender. */
+START_TEST(test_shared_link)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u[2];
+	struct bq_frame f = { .type = BQ_T_MSG, .flags = BQ_FF_BROADCAST, .msg_id = 7,
+			      .src = "carol", .src_len = 5,
+			      .payload = (const uint8_t *)"all", .payload_len = 3 };
+
+	bq_mclient_config_defaults(&cfg);
+	c = new_client(&cfg);
+	u[0] = bq_mclient_attach(c, "carol", "Carol", NULL);
+	u[1] = bq_mclient_attach(c, "dave", "Dave", NULL);
+	ck_assert(bq_test_run_until(fn.loop, two_ready, u, 3000));
+	ck_assert_int_eq(count_frames(BQ_T_ATTACH), 2);
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 1);
+	send_frame(&f); /* from carol: dave only */
+	f.msg_id = 8;
+	f.src = "alice"; /* from elsewhere: both */
+	send_frame(&f);
+	f.msg_id = 9;
+	f.flags = 0;
+	f.dst = "dave";
+	f.dst_len = 4;
+	send_frame(&f); /* direct to dave */
+	run_for(150);
+	ck_assert_int_eq(seen.msgs, 4);
+	ck_assert_int_eq(count_frames(BQ_T_ACK), 1);
+	ck_assert_str_eq(nth_frame(BQ_T_ACK, 0)->src, "dave");
+	free_client(c);
+	run_for(50);
+	/* stop sent DETACH for both users */
+	ck_assert_int_eq(count_frames(BQ_T_DETACH), 2);
+}
+END_TEST
+
 START_TEST(test_broadcast_accepted_only)
 {
 	struct bq_mclient_config cfg;
@@ -772,6 +843,39 @@ START_TEST(test_heartbeat_loss_reconnects)
 }
 END_TEST
 
+static bool in_backoff(void *ud)
+{
+	return bq_mclient_state(ud) == BQ_MC_BACKOFF;
+}
+
+/* A node that never says HELLO, or never answers SCAN: timeouts, then BACKOFF. */
+START_TEST(test_handshake_timeouts)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+
+	fn.mute_all = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.hello_timeout_ms = 100;
+	cfg.backoff_base_ms = 5000;
+	c = new_client(&cfg);
+	ck_assert(bq_test_run_until(fn.loop, in_backoff, c, 3000));
+	ck_assert_ptr_nonnull(strstr(bq_mclient_last_error(c), "no HELLO from"));
+	free_client(c);
+
+	fn.mute_all = false;
+	fn.mute_scan = true;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_SCANNING, 3000));
+	ck_assert(bq_test_run_until(fn.loop, in_backoff, c, 3000));
+	ck_assert_ptr_nonnull(strstr(bq_mclient_last_error(c), "did not answer SCAN"));
+	ck_assert_int_eq(bq_muser_state(u), BQ_MU_ATTACHING);
+	free_client(c);
+}
+END_TEST
+
 START_TEST(test_unreachable)
 {
 	struct bq_mclient_config cfg;
@@ -801,6 +905,38 @@ START_TEST(test_unreachable)
 }
 END_TEST
 
+/* Every allocation in new/attach/send/free may fail: no crash, no leak (ASan checks). */
+START_TEST(test_alloc_failures)
+{
+	struct bq_mclient_config cfg;
+	char err[128];
+	bool completed = false;
+
+	bq_mclient_config_defaults(&cfg);
+	ck_assert_int_eq(bq_addr_parse(sock_path, &cfg.node, err, sizeof(err)), 0);
+	for (unsigned long n = 1; n < 200 && !completed; n++) {
+		struct bq_mclient *c;
+		struct bq_muser *u = NULL;
+		int rc = -1;
+
+		bq_alloc_fail_nth(n);
+		c = bq_mclient_new(fn.loop, &cfg, &cbs, NULL, NULL);
+		if (c) {
+			u = bq_mclient_attach(c, "carol", "Carol", NULL);
+		}
+		if (u) {
+			rc = bq_muser_send(u, "bob", "hi", 2, 0, NULL);
+			ck_assert(rc == 0 || rc == -ENOMEM);
+		}
+		bq_alloc_fail_nth(0);
+		completed = c && u && rc == 0;
+		bq_mclient_free(c);
+		bq_loop_run_once(fn.loop, 0);
+	}
+	ck_assert(completed);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("client");
@@ -811,14 +947,18 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 10);
 	tcase_add_test(tc, test_handshake_ready);
+	tcase_add_test(tc, test_no_directory_copy);
 	tcase_add_test(tc, test_attach_rejected);
 	tcase_add_test(tc, test_close_mid_scan_reconnects);
 	tcase_add_test(tc, test_retransmit_until_delivered);
 	tcase_add_test(tc, test_expire_and_queue_while_down);
 	tcase_add_test(tc, test_duplicate_inbound);
+	tcase_add_test(tc, test_shared_link);
 	tcase_add_test(tc, test_broadcast_accepted_only);
 	tcase_add_test(tc, test_heartbeat_loss_reconnects);
+	tcase_add_test(tc, test_handshake_timeouts);
 	tcase_add_test(tc, test_unreachable);
+	tcase_add_test(tc, test_alloc_failures);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

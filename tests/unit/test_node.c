@@ -210,8 +210,8 @@ static void on_frame(struct bq_link *l, const struct bq_frame *f, const uint8_t 
 			size_t len = strlen(c->dir);
 
 			if (e.kind == BQ_DIR_USER && len + e.id_len + 4 < sizeof(c->dir)) {
-				snprintf(c->dir + len, sizeof(c->dir) - len, "%.*s=%u ", (int)e.id_len,
-					 e.id, e.presence);
+				snprintf(c->dir + len, sizeof(c->dir) - len, "%.*s=%u ",
+					 (int)e.id_len, e.id, e.presence);
 			}
 		}
 	}
@@ -915,6 +915,50 @@ START_TEST(test_listen_in_use)
 }
 END_TEST
 
+START_TEST(test_accept_conn_mem_pair)
+{
+	struct bq_node_config cfg;
+	struct bq_conn *a, *b;
+	struct tclient *c = bq_calloc(1, sizeof(*c));
+	struct bq_link_config lc = { .name = "mem" };
+	char err[256];
+
+	bq_node_config_defaults(&cfg);
+	cfg.auth = E.auth;
+	E.nodes[0] = bq_node_new(E.loop, &cfg, NULL, err, sizeof(err));
+	ck_assert_ptr_nonnull(E.nodes[0]);
+	ck_assert_int_eq(bq_node_start(E.nodes[0], err, sizeof(err)), 0);
+	ck_assert_int_eq(bq_conn_mem_pair(E.loop, 65536, &a, &b), 0);
+	ck_assert_int_eq(bq_node_accept_conn(E.nodes[0], a), 0);
+	c->link = bq_link_new(E.loop, b, &lc, NULL);
+	bq_link_set_handlers(c->link, on_frame, on_close, c);
+	E.clients[E.n_clients++] = c;
+	send_hello(c, BQ_ROLE_CLIENT, NULL);
+	send_attach(c, "memo", 4);
+	ck_assert(WAIT(find(c, BQ_T_ACK, BQ_ACK_OK, 4) != NULL, 1000));
+	ck_assert_ptr_nonnull(find(c, BQ_T_HELLO, -1, 0));
+	ck_assert_uint_eq(bq_node_stats(E.nodes[0])->users_local, 1);
+}
+END_TEST
+
+START_TEST(test_stop_announces_offline)
+{
+	struct tclient *alice;
+
+	start_node(0, -1, NULL);
+	start_node(1, 0, NULL);
+	ck_assert(WAIT(peers_up(0, 1) && peers_up(1, 1), 2000));
+	alice = client_with(0, "alice");
+	ck_assert(WAIT(node_has_user(1, "\"presence\":\"online\""), 2000));
+	bq_node_stop(E.nodes[0]);
+	ck_assert(WAIT(!bq_node_busy(E.nodes[0]), 2000));
+	ck_assert(WAIT(node_has_user(1, "\"presence\":\"offline\""), 1000));
+	ck_assert(!node_has_user(1, "\"presence\":\"online\""));
+	ck_assert(WAIT(alice->closed, 1000));
+	ck_assert(WAIT(peers_up(1, 0), 1000));
+}
+END_TEST
+
 static Suite *node_suite(void)
 {
 	Suite *s = suite_create("node");
@@ -943,6 +987,8 @@ static Suite *node_suite(void)
 	tcase_add_test(tc, test_three_node_line);
 	tcase_add_test(tc, test_status_json_unknown);
 	tcase_add_test(tc, test_listen_in_use);
+	tcase_add_test(tc, test_accept_conn_mem_pair);
+	tcase_add_test(tc, test_stop_announces_offline);
 	suite_add_tcase(s, tc);
 	return s;
 }
