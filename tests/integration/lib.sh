@@ -15,6 +15,13 @@ cleanup() {
 		for _ in $(seq 1 50); do kill -0 "$SIM_PID" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$SIM_PID" 2>/dev/null || true
 	fi
+	# In the sanitizer build every daemon reports through its log: any report fails
+	# the test even when the scenario itself passed.
+	if [ $rc -eq 0 ] && grep -l -E 'AddressSanitizer|LeakSanitizer|runtime error:' \
+		"$T"/sim.err "$T"/sim/node-*.log 2>/dev/null; then
+		echo "FAIL: sanitizer report in the logs above" >&2
+		rc=1
+	fi
 	if [ $rc -ne 0 ]; then
 		echo "--- test failed; logs from $T ---"
 		for f in "$T"/sim.err "$T"/sim/node-*.log "$T"/sim/bots/*.log; do
