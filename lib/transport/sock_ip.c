@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * sock_ip: the tcp backend's family table. Names are resolved with getaddrinfo, which
- * blocks for names that need DNS; blueq's addresses are numeric or "localhost" (answered
- * from /etc/hosts), so that is accepted for now (docs/internals/transport.md).
+ * blocks for names that need DNS; blueq's addresses are numeric or "localhost", so that
+ * is accepted for now (docs/internals/transport.md). "localhost" itself never reaches
+ * the resolver: RFC 6761 says it is always loopback, and a minimal system may have no
+ * /etc/hosts at all (a debootstrap root has none), where the seed's
+ * http://localhost:5000 must still work.
  */
 #include "transport/conn_impl.h"
 
@@ -13,6 +16,52 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+
+static bool is_localhost(const char *host)
+{
+	size_t n = strlen(host);
+
+	if (strcasecmp(host, "localhost") == 0) {
+		return true;
+	}
+	return n > 10 && strcasecmp(host + n - 10, ".localhost") == 0;
+}
+
+/* Loopback targets for "localhost": IPv4 first (what listeners bind), then ::1. */
+static int localhost_targets(const struct bq_addr *a, bool passive, struct bq__sockaddr *out,
+			     int max)
+{
+	int n = 0;
+
+	if (n < max) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&out[n].ss;
+
+		memset(&out[n], 0, sizeof(out[n]));
+		in->sin_family = AF_INET;
+		in->sin_port = htons(a->port);
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		out[n].family = AF_INET;
+		out[n].len = sizeof(*in);
+		n++;
+	}
+	if (!passive && n < max) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out[n].ss;
+
+		memset(&out[n], 0, sizeof(out[n]));
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(a->port);
+		in6->sin6_addr = in6addr_loopback;
+		out[n].family = AF_INET6;
+		out[n].len = sizeof(*in6);
+		n++;
+	}
+	for (int i = 0; i < n; i++) {
+		out[i].type = SOCK_STREAM;
+		out[i].protocol = IPPROTO_TCP;
+	}
+	return n;
+}
 
 static int tcp_resolve(const struct bq_addr *a, bool passive, struct bq__sockaddr *out, int max,
 		       char *err, size_t errlen)
@@ -25,6 +74,9 @@ static int tcp_resolve(const struct bq_addr *a, bool passive, struct bq__sockadd
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_protocol = IPPROTO_TCP;
 	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+	if (is_localhost(a->host)) {
+		return localhost_targets(a, passive, out, max);
+	}
 	snprintf(port, sizeof(port), "%u", (unsigned)a->port);
 	r = getaddrinfo(a->host, port, &hints, &res);
 	if (r != 0) {
