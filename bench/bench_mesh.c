@@ -119,7 +119,7 @@ static void spawn_node(struct bench *b, int i, const char *node_bin)
 /* Blocking one-line request to a node's control socket (set-up only, before the loop runs). */
 static int control_query(const char *path, const char *cmd, char *reply, size_t cap)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	size_t got = 0;
 
@@ -197,9 +197,9 @@ static bool wait_until(struct bq_loop *loop, bool (*done)(void *), void *ud, uin
 static void send_hello_attach(struct endpoint *e)
 {
 	uint8_t payload[128];
-	struct bq_hello h = { .role = BQ_ROLE_CLIENT, .name = "bench", .name_len = 5 };
-	struct bq_attach at = { .name = e->user, .name_len = (uint8_t)strlen(e->user) };
-	struct bq_frame f = { .version = BQ_PROTO_VERSION, .type = BQ_T_HELLO };
+	struct bq_hello h = {.role = BQ_ROLE_CLIENT, .name = "bench", .name_len = 5};
+	struct bq_attach at = {.name = e->user, .name_len = (uint8_t)strlen(e->user)};
+	struct bq_frame f = {.version = BQ_PROTO_VERSION, .type = BQ_T_HELLO};
 	int n = bq_hello_encode(&h, payload, sizeof(payload));
 
 	f.msg_id = bq_link_new_msg_id();
@@ -220,7 +220,7 @@ static void connect_endpoint(struct bench *b, struct endpoint *e, int node)
 	char text[320], err[256];
 	struct bq_addr addr;
 	struct bq_conn *c;
-	struct bq_link_config cfg = { .name = e->user, .max_out_bytes = 4 << 20 };
+	struct bq_link_config cfg = {.name = e->user, .max_out_bytes = 4 << 20};
 
 	snprintf(text, sizeof(text), "unix:%s/n%d.sock", b->dir, node);
 	if (bq_addr_parse(text, &addr, err, sizeof(err)) < 0) {
@@ -244,7 +244,8 @@ static void connect_endpoint(struct bench *b, struct endpoint *e, int node)
 	bq_link_set_handlers(e->link, on_frame, on_close, e);
 	send_hello_attach(e);
 	if (!wait_until(b->loop, endpoint_ready, e, 5000)) {
-		die("attach did not complete within 5 s (see the node logs in the bench directory)");
+		die("attach did not complete within 5 s (see the node logs in the bench "
+		    "directory)");
 	}
 }
 
@@ -299,7 +300,7 @@ static bool node_knows(const char *ctl, const char *user)
 
 int main(int argc, char **argv)
 {
-	struct bench b = { 0 };
+	struct bench b = {0};
 	char node_bin[PATH_MAX], ctl[320];
 	uint64_t frames = 300000, samples = 2000;
 	uint64_t *lat;
@@ -327,7 +328,8 @@ int main(int argc, char **argv)
 		}
 		frames = (uint64_t)v;
 	}
-	snprintf(b.dir, sizeof(b.dir), "%s/bq-bench.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	snprintf(b.dir, sizeof(b.dir), "%s/bq-bench.XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (!mkdtemp(b.dir)) {
 		die("mkdtemp failed");
 	}
@@ -343,7 +345,8 @@ int main(int argc, char **argv)
 	connect_endpoint(&b, &b.recv2, 2);
 	connect_endpoint(&b, &b.sender, 1);
 	snprintf(ctl, sizeof(ctl), "%s/n1.ctl", b.dir);
-	for (int i = 0; i < 100 && !(node_knows(ctl, "bench-dst3") && node_knows(ctl, "bench-dst2")); i++) {
+	for (int i = 0;
+	     i < 100 && !(node_knows(ctl, "bench-dst3") && node_knows(ctl, "bench-dst2")); i++) {
 		bq_loop_run_once(b.loop, 100);
 	}
 	if (!node_knows(ctl, "bench-dst3")) {
@@ -385,11 +388,14 @@ int main(int argc, char **argv)
 	p50 = lat[samples / 2] / 1000.0;
 	p99 = lat[samples * 99 / 100] / 1000.0;
 
-	printf("\n| what (3 blueq-node processes, direct UNIX-socket peering) | measured | target |\n");
+	printf("\n| what (3 blueq-node processes, direct UNIX-socket peering) | measured | target "
+	       "|\n");
 	printf("|---|---|---|\n");
-	printf("| relay throughput, node 1 -> node 2 -> node 3 | %.0f frames/s (%" PRIu64 " of %" PRIu64 " delivered) | >= 100,000 frames/s |\n",
+	printf("| relay throughput, node 1 -> node 2 -> node 3 | %.0f frames/s (%" PRIu64
+	       " of %" PRIu64 " delivered) | >= 100,000 frames/s |\n",
 	       rate, b.recv3.received - received0, frames);
-	printf("| 1-hop latency p50, client -> node 1 -> node 2 -> client | %.3f ms | <= 2 ms |\n", p50);
+	printf("| 1-hop latency p50, client -> node 1 -> node 2 -> client | %.3f ms | <= 2 ms |\n",
+	       p50);
 	printf("| 1-hop latency p99 | %.3f ms | <= 10 ms |\n", p99);
 	fflush(stdout);
 

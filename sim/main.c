@@ -481,7 +481,7 @@ static int setup(struct sim *s)
 		say_err("--dir: %s is too long", real);
 		return 2;
 	}
-	snprintf(s->dir, sizeof(s->dir), "%s", real);
+	memcpy(s->dir, real, strlen(real) + 1); /* length checked just above */
 	if (s->cfg.control) {
 		snprintf(s->control, sizeof(s->control), "%s", s->cfg.control);
 	} else {

@@ -24,7 +24,8 @@ void bq_buf_init(struct bq_buf *b, size_t max);
 /* Returns 0, -EMSGSIZE when len would exceed max (buffer unchanged), or -ENOMEM. */
 int bq_buf_append(struct bq_buf *b, const void *p, size_t n);
 int bq_buf_printf(struct bq_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int bq_buf_vprintf(struct bq_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+int bq_buf_vprintf(struct bq_buf *b, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 /*
  * Make room for n more bytes and return a pointer to them (for read() into the
  * buffer); commit what was filled with bq_buf_commit. NULL with *err set on failure.

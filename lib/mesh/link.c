@@ -49,9 +49,9 @@ struct bq_link {
 	unsigned refs;
 	bool free_pending;
 	bool flush_scheduled;
-	bool closing;      /* no more input is processed; output may still drain */
+	bool closing; /* no more input is processed; output may still drain */
 	bool conn_closed;
-	bool notified;     /* on_close has been queued (exactly once) */
+	bool notified; /* on_close has been queued (exactly once) */
 	int close_err;
 	char close_reason[192];
 
@@ -228,7 +228,7 @@ static void link_fail(struct bq_link *l, int err, const char *fmt, ...)
 static int link_flush(struct bq_link *l)
 {
 	while (l->out.len > 0) {
-		struct iovec iov = { .iov_base = l->out.data, .iov_len = l->out.len };
+		struct iovec iov = {.iov_base = l->out.data, .iov_len = l->out.len};
 		ssize_t n = bq_conn_writev(l->conn, &iov, 1);
 
 		if (n == -EAGAIN) {
@@ -371,7 +371,7 @@ int bq_link_send_error(struct bq_link *l, uint16_t code, const char *text)
 static void send_ping(struct bq_link *l, uint8_t type, uint64_t nonce)
 {
 	uint8_t payload[8];
-	struct bq_ping p = { .nonce = nonce };
+	struct bq_ping p = {.nonce = nonce};
 	int n = bq_ping_encode(&p, payload, sizeof(payload));
 
 	if (n > 0) {
@@ -458,7 +458,8 @@ static void process_input(struct bq_link *l)
 		if (n == -EPROTONOSUPPORT) {
 			l->stats.version_mismatch++;
 			snprintf(text, sizeof(text),
-				 "protocol version mismatch: peer speaks version %u, this side speaks version %u",
+				 "protocol version mismatch: peer speaks version %u, this side "
+				 "speaks version %u",
 				 f.version, BQ_PROTO_VERSION);
 			bq_link_send_error(l, BQ_ERR_VERSION, text);
 			bq_link_close(l, true, -EPROTONOSUPPORT, text);
@@ -475,7 +476,8 @@ static void process_input(struct bq_link *l)
 		l->last_rx_us = bq_loop_now_us(l->loop);
 		if (!frame_authentic(l, &f, raw, (size_t)n)) {
 			l->stats.auth_failures++;
-			bq_debug(l->log, "link", "link=%s msg=\"dropped frame failing authentication\" type=%u",
+			bq_debug(l->log, "link",
+				 "link=%s msg=\"dropped frame failing authentication\" type=%u",
 				 l->name, f.type);
 			continue;
 		}
@@ -535,7 +537,8 @@ static void link_read(struct bq_link *l)
 		if (n == 0) {
 			process_input(l);
 			if (!l->conn_closed) {
-				link_fail(l, -ECONNRESET, "%s closed the connection", bq_link_peer(l));
+				link_fail(l, -ECONNRESET, "%s closed the connection",
+					  bq_link_peer(l));
 			}
 			return;
 		}

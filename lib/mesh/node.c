@@ -48,8 +48,8 @@
 #define NODE_LINK_OUT_MAX (16u << 20)
 /* Every held frame (mailboxes and route-hold queues) together. */
 #define NODE_HELD_BYTES_MAX ((size_t)256 << 20)
-/* Payload room in a frame without src/dst, with a tag. */
-#define NODE_PAYLOAD_MAX (BQ_FRAME_MAX - BQ_FRAME_HEADER_MIN - BQ_TAG_LEN)
+/* Payload room in a frame whatever its ids, with a tag. */
+#define NODE_PAYLOAD_MAX BQ_PAYLOAD_SAFE_MAX
 #define NODE_NEIGH_MAX 255
 #define REANNOUNCE_MIN_MS 50
 #define REANNOUNCE_SPREAD_MS 450
@@ -844,6 +844,7 @@ static void ann_emit(struct ann_out *o)
 	o->frames++;
 	/* The boot id in the upper half keeps a restarted node's ids apart from old ones. */
 	frame_init(n, &f, BQ_T_ANNOUNCE, (n->boot_id << 32) | o->seq);
+	f.flags = BQ_FF_BROADCAST;
 	f.payload = o->payload;
 	f.payload_len = (uint16_t)plen;
 	len = frame_seal(n, &f, buf, sizeof(buf));
@@ -1055,6 +1056,9 @@ struct dir_out {
 	struct bq_node *n;
 	struct nlink *to; /* NULL: every subscribed client */
 	uint64_t msg_id;
+	const char *dst;  /* the user who asked (SCAN answers), or NULL */
+	uint8_t dst_len;
+	uint16_t per_frame; /* entries per frame, 0 = as many as fit */
 	uint8_t dflags;
 	uint64_t last_chg;
 	unsigned frames;
@@ -1078,6 +1082,8 @@ static void dir_out_emit(struct dir_out *o, bool more, uint64_t next_cursor)
 	frame_init(n, &f, BQ_T_DIRECTORY, o->msg_id);
 	f.ttl = 0;
 	f.flags = more ? BQ_FF_MORE : 0;
+	f.dst = o->dst;
+	f.dst_len = o->dst_len;
 	f.payload = o->payload;
 	f.payload_len = (uint16_t)plen;
 	len = frame_seal(n, &f, buf, sizeof(buf));
@@ -1106,10 +1112,9 @@ static void dir_out_add(struct dir_out *o, struct bq_dchg *c)
 	} else {
 		bq_dir_node_entry(bq_dchg_node(c), now, &e);
 	}
-	if (bq_dirw_add(&o->w, &e) == -ENOSPC) {
+	if ((o->per_frame && o->w.count >= o->per_frame) || bq_dirw_add(&o->w, &e) == -ENOSPC) {
 		dir_out_emit(o, true, o->last_chg);
 		dir_out_begin(o);
-		o->dflags &= (uint8_t)~BQ_DIRF_SNAPSHOT;
 		bq_dirw_add(&o->w, &e);
 	}
 	o->last_chg = c->chg;
@@ -1117,36 +1122,31 @@ static void dir_out_add(struct dir_out *o, struct bq_dchg *c)
 
 /*
  * Every record changed after cursor, oldest change first, chunked into DIRECTORY frames
- * with MORE on all but the last. max (0 = all) cuts the answer short; its next_cursor
- * then lets the asker continue.
+ * with MORE on all but the last (at most per_frame entries each when not 0). The last
+ * frame's next_cursor is the newest change number: the asker's next SCAN starts there.
  */
-static void dir_send(struct bq_node *n, struct nlink *to, uint64_t msg_id, uint64_t cursor,
-		     uint16_t max, uint8_t dflags)
+static void dir_send(struct bq_node *n, struct nlink *to, const struct bq_frame *req,
+		     uint64_t cursor, uint16_t per_frame)
 {
 	struct dir_out *o = bq_malloc(sizeof(*o));
-	struct bq_dchg *c;
-	uint64_t next = bq_dir_cursor(n->dir);
-	unsigned count = 0;
 
 	if (!o) {
 		return;
 	}
 	o->n = n;
 	o->to = to;
-	o->msg_id = msg_id;
-	o->dflags = dflags;
+	o->msg_id = req ? req->msg_id : bq_link_new_msg_id();
+	o->dst = req && req->src_len ? req->src : NULL;
+	o->dst_len = req ? req->src_len : 0;
+	o->per_frame = per_frame;
+	o->dflags = req && cursor == 0 ? BQ_DIRF_SNAPSHOT : 0;
 	o->last_chg = cursor;
 	o->frames = 0;
 	dir_out_begin(o);
-	for (c = bq_dir_changes_after(n->dir, cursor); c; c = c->next) {
-		if (max && count == max) {
-			next = o->last_chg;
-			break;
-		}
+	for (struct bq_dchg *c = bq_dir_changes_after(n->dir, cursor); c; c = c->next) {
 		dir_out_add(o, c);
-		count++;
 	}
-	dir_out_emit(o, false, next);
+	dir_out_emit(o, false, bq_dir_cursor(n->dir));
 	bq_free(o);
 }
 
@@ -1160,7 +1160,7 @@ static void on_scan(struct bq_node *n, struct nlink *nl, const struct bq_frame *
 		return;
 	}
 	n->stats.scans_served++;
-	dir_send(n, nl, f->msg_id, s.cursor, s.max_entries, s.cursor == 0 ? BQ_DIRF_SNAPSHOT : 0);
+	dir_send(n, nl, f, s.cursor, s.max_entries);
 	if (nl->role == ROLE_CLIENT && !nl->subscribed) {
 		nl->subscribed = true;
 		n->n_subscribed++;
@@ -1910,7 +1910,7 @@ static void before_sleep(struct bq_loop *loop, void *ud)
 	}
 	if (cur > n->push_cursor) {
 		if (n->n_subscribed) {
-			dir_send(n, NULL, bq_link_new_msg_id(), n->push_cursor, 0, 0);
+			dir_send(n, NULL, NULL, n->push_cursor, 0);
 		}
 		n->push_cursor = cur;
 	}

@@ -959,6 +959,37 @@ START_TEST(test_stop_announces_offline)
 }
 END_TEST
 
+START_TEST(test_scan_per_frame_limit)
+{
+	struct tclient *a;
+	uint8_t payload[16];
+	struct bq_scan sc = { .cursor = 0, .max_entries = 1 };
+	struct bq_frame f = mkframe(BQ_T_SCAN, "a1", NULL, 0x5CA);
+	size_t frames = 0, more = 0;
+
+	start_node(0, -1, NULL);
+	a = client_with(0, "a1");
+	client_with(0, "a2");
+	client_with(0, "a3");
+	f.payload = payload;
+	f.payload_len = (uint16_t)bq_scan_encode(&sc, payload, sizeof(payload));
+	ck_assert_int_eq(bq_link_send(a->link, &f), 0);
+	/* Three users and the node itself, one entry per frame, MORE on all but the last. */
+	ck_assert(WAIT(count(a, BQ_T_DIRECTORY, 0x5CA) == 4, 1000));
+	for (size_t i = 0; i < a->n; i++) {
+		if (a->rx[i].type == BQ_T_DIRECTORY && a->rx[i].msg_id == 0x5CA) {
+			frames++;
+			more += (a->rx[i].flags & BQ_FF_MORE) != 0;
+			ck_assert_str_eq(a->rx[i].dst, "a1");
+		}
+	}
+	ck_assert_uint_eq(frames, 4);
+	ck_assert_uint_eq(more, 3);
+	ck_assert_ptr_nonnull(strstr(a->dir, "a1=1 "));
+	ck_assert_ptr_nonnull(strstr(a->dir, "a3=1 "));
+}
+END_TEST
+
 static Suite *node_suite(void)
 {
 	Suite *s = suite_create("node");
@@ -989,6 +1020,7 @@ static Suite *node_suite(void)
 	tcase_add_test(tc, test_listen_in_use);
 	tcase_add_test(tc, test_accept_conn_mem_pair);
 	tcase_add_test(tc, test_stop_announces_offline);
+	tcase_add_test(tc, test_scan_per_frame_limit);
 	suite_add_tcase(s, tc);
 	return s;
 }
