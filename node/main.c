@@ -141,7 +141,7 @@ static const struct bq_opt options[] = {
 	  "read 'name = value' lines from FILE first" },
 	{ "check-config", 0, BQ_OPT_BOOL, OFF(check_config), "false", 0, 0, NULL, NULL, 0, NULL,
 	  "validate the configuration and exit" },
-	{ NULL },
+	{ 0 }, /* end of table */
 };
 
 struct app {

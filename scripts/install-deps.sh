@@ -3,6 +3,7 @@
 # Idempotent; works as root on a fresh Debian 12 (debootstrap minbase).
 #   scripts/install-deps.sh           build + test dependencies
 #   scripts/install-deps.sh --runtime only what running the system needs
+#   scripts/install-deps.sh --fuzz    build + test dependencies and clang's libFuzzer
 set -euo pipefail
 
 build_pkgs=(
@@ -19,7 +20,12 @@ runtime_pkgs=(
 )
 
 pkgs=("${build_pkgs[@]}")
-[ "${1:-}" = "--runtime" ] && pkgs=("${runtime_pkgs[@]}")
+case "${1:-}" in
+--runtime) pkgs=("${runtime_pkgs[@]}") ;;
+--fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+"") ;;
+*) echo "install-deps: unknown option '$1' (use --runtime or --fuzz)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -714,7 +714,7 @@ START_TEST(test_help_wraps)
 {
 	struct {
 		char *s;
-	} c = { NULL };
+	} c = { 0 };
 	static const struct bq_opt t[] = {
 		{ "long", 'l', BQ_OPT_STRING, 0, "dflt", 0, 0, NULL, NULL, 0, "X",
 		  "one two three four five six seven eight nine ten eleven twelve thirteen "
