@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/cursor.h"
 #include "proto/frame.h"
 
@@ -123,42 +124,6 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 }
 
 /* Read exactly BQ_KEY_LEN bytes; the file was checked to be that size. */
-static int read_all(int fd, uint8_t *buf, size_t n)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r = read(fd, buf + got, n - got);
-
-		if (r < 0 && errno == EINTR) {
-			continue;
-		}
-		if (r <= 0) {
-			return r < 0 ? -errno : -EIO;
-		}
-		got += (size_t)r;
-	}
-	return 0;
-}
-
-static int write_all(int fd, const uint8_t *buf, size_t n)
-{
-	size_t put = 0;
-
-	while (put < n) {
-		ssize_t r = write(fd, buf + put, n - put);
-
-		if (r < 0 && errno == EINTR) {
-			continue;
-		}
-		if (r <= 0) {
-			return r < 0 ? -errno : -EIO;
-		}
-		put += (size_t)r;
-	}
-	return 0;
-}
-
 static int load_key(int fd, const char *path, uint8_t key[BQ_KEY_LEN], char *err, size_t errlen)
 {
 	struct stat st;
@@ -183,7 +148,7 @@ static int load_key(int fd, const char *path, uint8_t key[BQ_KEY_LEN], char *err
 		return fail(err, errlen, -EINVAL, "key file %s has %lld bytes, expected %d", path,
 			    (long long)st.st_size, BQ_KEY_LEN);
 	}
-	rc = read_all(fd, buf, sizeof(buf));
+	rc = bq_file_read_all(fd, buf, sizeof(buf));
 	if (rc < 0) {
 		sodium_memzero(buf, sizeof(buf));
 		return fail(err, errlen, rc, "cannot read key file %s: %s", path, strerror(-rc));
@@ -193,76 +158,49 @@ static int load_key(int fd, const char *path, uint8_t key[BQ_KEY_LEN], char *err
 	return 0;
 }
 
-/* Make the rename durable: fsync the directory holding path (best effort). */
-static void sync_dir(const char *path)
-{
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	int fd;
+static int load_key_file(const char *path, uint8_t key[BQ_KEY_LEN], char *err, size_t errlen);
 
-	if (!slash) {
-		snprintf(dir, sizeof(dir), ".");
-	} else if (slash == path) {
-		snprintf(dir, sizeof(dir), "/");
-	} else {
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-	}
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
-
+/*
+ * A new random key, written without replacing anything: when two processes create the
+ * key at the same moment, the second finds the first one's file and loads it, so both
+ * end up with the same key.
+ */
 static int create_key(const char *path, uint8_t key[BQ_KEY_LEN], char *err, size_t errlen)
 {
-	char tmp[PATH_MAX];
 	uint8_t buf[BQ_KEY_LEN];
-	int fd, rc, n;
+	int rc;
 
-	n = snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if (n < 0 || (size_t)n >= sizeof(tmp)) {
-		return fail(err, errlen, -ENAMETOOLONG, "key file path %s is too long", path);
-	}
-	/* O_EXCL: never write through a file or link someone else put there. */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-		if (rc == -EEXIST) {
-			return fail(err, errlen, rc,
-				    "cannot create key file: %s.tmp exists (another process is "
-				    "creating the key, or a crash left it; remove it)",
-				    path);
-		}
-		return fail(err, errlen, rc, "cannot create key file %s.tmp: %s", path,
-			    strerror(-rc));
-	}
 	randombytes_buf(buf, sizeof(buf));
-	rc = write_all(fd, buf, sizeof(buf));
-	if (rc == 0 && fsync(fd) < 0) {
-		rc = -errno;
+	rc = bq_file_write_atomic(path, buf, sizeof(buf), 0600, false);
+	if (rc == 0) {
+		memcpy(key, buf, BQ_KEY_LEN);
 	}
-	if (close(fd) < 0 && rc == 0) {
-		rc = -errno;
-	}
-	if (rc == 0 && rename(tmp, path) < 0) {
-		rc = -errno;
+	sodium_memzero(buf, sizeof(buf));
+	if (rc == -EEXIST) {
+		return load_key_file(path, key, err, errlen);
 	}
 	if (rc < 0) {
-		sodium_memzero(buf, sizeof(buf));
-		unlink(tmp);
-		return fail(err, errlen, rc, "cannot write key file %s: %s", path, strerror(-rc));
+		return fail(err, errlen, rc, "cannot create key file %s: %s", path, strerror(-rc));
 	}
-	sync_dir(path);
-	memcpy(key, buf, BQ_KEY_LEN);
-	sodium_memzero(buf, sizeof(buf));
 	return 0;
+}
+
+static int load_key_file(const char *path, uint8_t key[BQ_KEY_LEN], char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0) {
+		rc = -errno;
+		return fail(err, errlen, rc, "cannot open key file %s: %s", path, strerror(-rc));
+	}
+	rc = load_key(fd, path, key, err, errlen);
+	close(fd);
+	return rc;
 }
 
 int bq_auth_load_or_create_key(const char *path, uint8_t key[BQ_KEY_LEN], char *err, size_t errlen)
 {
-	int fd, rc;
-
 	if (err && errlen) {
 		err[0] = '\0';
 	}
@@ -272,15 +210,8 @@ int bq_auth_load_or_create_key(const char *path, uint8_t key[BQ_KEY_LEN], char *
 	if (sodium_init() < 0) {
 		return fail(err, errlen, -EIO, "libsodium failed to initialise");
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		if (rc == -ENOENT) {
-			return create_key(path, key, err, errlen);
-		}
-		return fail(err, errlen, rc, "cannot open key file %s: %s", path, strerror(-rc));
+	if (access(path, F_OK) < 0 && errno == ENOENT) {
+		return create_key(path, key, err, errlen);
 	}
-	rc = load_key(fd, path, key, err, errlen);
-	close(fd);
-	return rc;
+	return load_key_file(path, key, err, errlen);
 }

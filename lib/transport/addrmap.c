@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/cursor.h"
+#include "core/file.h"
 
 static bool is_bt(const struct bq_addr *a)
 {
@@ -243,36 +245,14 @@ int bq_addrmap_resolve(const struct bq_addr *in, struct bq_addr *out, char *err,
 				       errlen);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0) {
-			if (errno == EINTR) {
-				continue;
-			}
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 int bq_addrmap_write(const char *path, const struct bq_addrmap_entry *entries, size_t n,
 		     char *err, size_t errlen)
 {
-	char tmp[4096];
-	char line[BQ_ADDRMAP_LINE_MAX + 2];
+	struct bq_buf text;
 	const char *hdr = "# blueq address map: Bluetooth address -> simulated node socket\n"
 			  "# written by blueq-sim; removed when it exits\n";
-	int fd, rc = 0;
+	int rc;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
-		snprintf(err, errlen, "address map path too long");
-		return -ENAMETOOLONG;
-	}
 	for (size_t i = 0; i < n; i++) {
 		struct bq_addr a;
 		char perr[160];
@@ -286,36 +266,20 @@ int bq_addrmap_write(const char *path, const struct bq_addrmap_entry *entries, s
 			return -EINVAL;
 		}
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(-rc));
-		return rc;
-	}
-	rc = write_all(fd, hdr, strlen(hdr));
+	bq_buf_init(&text, BQ_ADDRMAP_FILE_MAX);
+	rc = bq_buf_append(&text, hdr, strlen(hdr));
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		char mac[BQ_BDADDR_STRLEN];
-		int k = snprintf(line, sizeof(line), "%s %s\n",
-				 bq_bdaddr_format(entries[i].bdaddr, mac), entries[i].target);
 
-		if (k < 0 || (size_t)k >= sizeof(line) - 1) {
-			rc = -ENAMETOOLONG;
-			break;
-		}
-		rc = write_all(fd, line, (size_t)k);
+		rc = bq_buf_printf(&text, "%s %s\n", bq_bdaddr_format(entries[i].bdaddr, mac),
+				   entries[i].target);
 	}
-	if (rc == 0 && fsync(fd) < 0) {
-		rc = -errno;
+	if (rc == 0) {
+		rc = bq_file_write_atomic(path, text.data, text.len, 0644, true);
 	}
-	if (close(fd) < 0 && rc == 0) {
-		rc = -errno;
-	}
-	if (rc == 0 && rename(tmp, path) < 0) {
-		rc = -errno;
-	}
+	bq_buf_free(&text);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot write address map %s: %s", path, strerror(-rc));
-		unlink(tmp);
 	}
 	return rc;
 }

@@ -166,7 +166,7 @@ static void path_in(char *out, size_t cap, const char *dir, const char *name)
 START_TEST(test_key_file_created_and_reloaded)
 {
 	const char *dir = bq_test_tmpdir();
-	char path[512], tmp[520], err[256];
+	char path[512], tmp[540], err[256];
 	uint8_t k1[BQ_KEY_LEN], k2[BQ_KEY_LEN], zero[BQ_KEY_LEN] = { 0 };
 	struct stat st;
 
@@ -181,7 +181,7 @@ START_TEST(test_key_file_created_and_reloaded)
 	ck_assert_int_eq(st.st_size, BQ_KEY_LEN);
 	ck_assert_mem_ne(k1, zero, BQ_KEY_LEN);
 	/* no temporary file left behind */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
 	ck_assert_int_eq(access(tmp, F_OK), -1);
 	/* the second start loads the same key */
 	memset(k2, 0, sizeof(k2));
@@ -211,7 +211,7 @@ static void write_file(const char *path, const void *data, size_t n, mode_t mode
 START_TEST(test_key_file_refused)
 {
 	const char *dir = bq_test_tmpdir();
-	char path[512], tmp[520], err[256];
+	char path[512], tmp[540], err[256];
 	uint8_t key[BQ_KEY_LEN], data[BQ_KEY_LEN + 1] = { 1 };
 
 	ck_assert_ptr_nonnull(dir);
@@ -237,13 +237,24 @@ START_TEST(test_key_file_refused)
 	write_file(path, data, 0, 0600);
 	ck_assert_int_eq(bq_auth_load_or_create_key(path, key, err, sizeof(err)), -EINVAL);
 	unlink(path);
-	/* a stale temporary file is not written through */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	write_file(tmp, data, 3, 0600);
-	ck_assert_int_eq(bq_auth_load_or_create_key(path, key, err, sizeof(err)), -EEXIST);
-	ck_assert_ptr_nonnull(strstr(err, ".tmp"));
-	ck_assert_int_eq(access(path, F_OK), -1);
-	unlink(tmp);
+	/* a link planted where the temporary file goes is removed, never written through */
+	{
+		char victim[560];
+		struct stat vst;
+
+		snprintf(victim, sizeof(victim), "%s.victim", path);
+		write_file(victim, data, 3, 0600);
+		snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+		ck_assert_int_eq(symlink(victim, tmp), 0);
+		ck_assert_int_eq(bq_auth_load_or_create_key(path, key, err, sizeof(err)), 0);
+		ck_assert_int_eq(stat(victim, &vst), 0);
+		ck_assert_int_eq(vst.st_size, 3);
+		ck_assert_int_eq(access(tmp, F_OK), -1);
+		ck_assert_int_eq(stat(path, &vst), 0);
+		ck_assert_int_eq(vst.st_size, BQ_KEY_LEN);
+		unlink(victim);
+		unlink(path);
+	}
 	/* a directory where the key should be */
 	ck_assert_int_eq(mkdir(path, 0700), 0);
 	ck_assert_int_eq(bq_auth_load_or_create_key(path, key, err, sizeof(err)), -EINVAL);
