@@ -2084,6 +2084,7 @@ int bq_node_start(struct bq_node *n, char *err, size_t errlen)
 	}
 	for (size_t i = 0; i < n->n_listen; i++) {
 		struct bq_addr a;
+		char text[BQ_ADDR_STRLEN];
 
 		rc = bq_addr_parse(n->listen[i], &a, err, errlen);
 		if (rc < 0) {
@@ -2094,6 +2095,12 @@ int bq_node_start(struct bq_node *n, char *err, size_t errlen)
 			return rc;
 		}
 		n->n_listeners++;
+		/* With port 0 the kernel picks: say which, or nobody can dial it. */
+		if (a.kind == BQ_ADDR_TCP) {
+			a.port = (uint16_t)bq_listener_port(n->listeners[i]);
+		}
+		bq_addr_format(&a, text, sizeof(text));
+		bq_info(n->log, "node", "msg=\"listening\" on=%s", text);
 	}
 	n->started = true;
 	n->start_ms = now_ms(n);

@@ -6,10 +6,14 @@ set -euo pipefail
 BIN=${BQ_BIN_DIR:?BQ_BIN_DIR must point at the build directory}
 T=$(mktemp -d "${TMPDIR:-/tmp}/bq-it.XXXXXX")
 SIM_PID=
+EXTRA_PIDS=() # other daemons a test starts; cleanup stops them
 export BLUEQ_ADDR_MAP=$T/addrmap
 
 cleanup() {
 	local rc=$?
+	for pid in "${EXTRA_PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
 	if [ -n "$SIM_PID" ] && kill -0 "$SIM_PID" 2>/dev/null; then
 		kill -TERM "$SIM_PID" 2>/dev/null || true
 		for _ in $(seq 1 50); do kill -0 "$SIM_PID" 2>/dev/null || break; sleep 0.1; done
