@@ -7,7 +7,7 @@ set -u
 root=${1:-$(dirname "$0")/..}
 cd "$root" || exit 2
 status=0
-files=$(find lib node sim cli tests bench -name '*.c' -o -name '*.h' 2>/dev/null | sort)
+files=$(find lib node sim cli manager backend tests bench -name '*.c' -o -name '*.h' 2>/dev/null | sort)
 [ -n "$files" ] || { echo "check-banned: no sources found"; exit 1; }
 pattern='\b(strcpy|strcat|sprintf|vsprintf|gets|atoi|atol|atoll|strtok|sscanf)[[:space:]]*\('
 if grep -nE "$pattern" $files; then
