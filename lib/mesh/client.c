@@ -94,6 +94,8 @@ struct bq_mclient {
 	char node_text[BQ_ADDR_STRLEN];
 	uint32_t reconnects;
 	bool started;
+	bool gate_wait; /* IDLE with the timer armed: the connect gate's reservation */
+	bool rescan; /* keep_directory during a scan: scan again when it ends */
 
 	struct bq_conn *conn; /* while CONNECTING */
 	struct bq_link *link; /* from HELLO on */
@@ -760,6 +762,16 @@ void bq_mclient_dir_foreach(const struct bq_mclient *c,
 	}
 }
 
+static struct bq_muser *first_attached(struct bq_mclient *c)
+{
+	for (struct bq_muser *u = c->u_head; u; u = u->next) {
+		if (user_attached(u)) {
+			return u;
+		}
+	}
+	return NULL;
+}
+
 static void scan_done(struct bq_mclient *c)
 {
 	struct bq_muser **v;
@@ -779,6 +791,16 @@ static void scan_done(struct bq_mclient *c)
 		}
 	}
 	bq_free(v);
+	if (c->rescan && c->state == BQ_MC_UP) {
+		struct bq_muser *u = first_attached(c);
+
+		c->rescan = false;
+		if (u) {
+			send_scan(c, u);
+		} else {
+			c->scan = SCAN_NONE;
+		}
+	}
 	handshake_progress(c, false);
 }
 
@@ -1221,6 +1243,20 @@ static int client_connect(struct bq_mclient *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* Dial now, or when the connect gate's reservation comes due (state stays as it is). */
+static int dial_gated(struct bq_mclient *c, char *err, size_t errlen)
+{
+	uint32_t wait = c->cfg.connect_gate ? c->cfg.connect_gate(c->cfg.connect_gate_ud) : 0;
+
+	if (wait > 0) {
+		c->gate_wait = true;
+		bq_timer_start(c->timer, wait);
+		return 0;
+	}
+	c->gate_wait = false;
+	return client_connect(c, err, errlen);
+}
+
 static void timer_cb(struct bq_timer *t, void *ud)
 {
 	struct bq_mclient *c = ud;
@@ -1246,12 +1282,20 @@ static void timer_cb(struct bq_timer *t, void *ud)
 	case BQ_MC_BACKOFF:
 		c->reconnects++;
 		c->state = BQ_MC_IDLE;
-		rc = client_connect(c, text, sizeof(text));
+		rc = dial_gated(c, text, sizeof(text));
 		if (rc < 0) {
 			client_fail(c, rc, text);
 		}
 		break;
 	case BQ_MC_IDLE:
+		if (c->gate_wait) {
+			c->gate_wait = false;
+			rc = client_connect(c, text, sizeof(text));
+			if (rc < 0) {
+				client_fail(c, rc, text);
+			}
+		}
+		break;
 	case BQ_MC_STOPPED:
 		break;
 	}
@@ -1316,7 +1360,7 @@ int bq_mclient_start(struct bq_mclient *c, char *err, size_t errlen)
 		snprintf(err, errlen, "invalid client name '%s'", c->name);
 		return -EINVAL;
 	}
-	rc = client_connect(c, err, errlen);
+	rc = dial_gated(c, err, errlen);
 	if (rc < 0) {
 		snprintf(c->last_error, sizeof(c->last_error), "%s", err);
 		return rc;
@@ -1347,6 +1391,7 @@ void bq_mclient_stop(struct bq_mclient *c)
 		drop_outbox(u);
 	}
 	bq_timer_stop(c->timer);
+	c->gate_wait = false;
 	if (c->conn) {
 		bq_conn_close(c->conn);
 		c->conn = NULL;
@@ -1432,6 +1477,36 @@ uint32_t bq_mclient_rtt_us(const struct bq_mclient *c)
 const char *bq_mclient_node_text(const struct bq_mclient *c)
 {
 	return c->node_text;
+}
+
+void bq_mclient_keep_directory(struct bq_mclient *c)
+{
+	struct bq_muser *u;
+
+	if (!c->cfg.no_directory) {
+		return;
+	}
+	c->cfg.no_directory = false;
+	if (c->scan == SCAN_RUNNING) {
+		/* Entries already passed by were not kept: scan again once this one ends. */
+		c->rescan = true;
+		return;
+	}
+	if (c->scan == SCAN_NONE || !link_up(c)) {
+		return; /* the next attach (or the next link) scans from 0 anyway */
+	}
+	u = first_attached(c);
+	if (!u) {
+		c->scan = SCAN_NONE; /* nobody to scan for: the next attach does it */
+		return;
+	}
+	send_scan(c, u);
+	handshake_progress(c, true);
+}
+
+bool bq_mclient_keeps_directory(const struct bq_mclient *c)
+{
+	return !c->cfg.no_directory;
 }
 
 struct bq_muser *bq_mclient_attach(struct bq_mclient *c, const char *user_id, const char *name,

@@ -73,6 +73,17 @@ struct bq_mclient_config {
 	 */
 	size_t dedupe_capacity;
 	bool no_directory;
+	/*
+	 * Added for the client manager: connect_gate (NULL: dial at once) is asked once
+	 * before every dial, the first and each reconnect, and returns how many
+	 * milliseconds to wait before dialing. The answer is a reservation (a token-bucket
+	 * slot): the client dials when the wait ends without asking again, so thousands of
+	 * clients behind one gate reconnect at a bounded rate after the node restarts.
+	 * While it waits the link state does not change (IDLE at start, BACKOFF after a
+	 * failure). connect_gate_ud is borrowed.
+	 */
+	uint32_t (*connect_gate)(void *connect_gate_ud);
+	void *connect_gate_ud;
 };
 
 struct bq_mclient_cbs {
@@ -154,5 +165,14 @@ int bq_mclient_dir_presence(const struct bq_mclient *c, const char *user_id);
 /* Calls fn for every user record (kind BQ_DIR_USER), then every node (BQ_DIR_NODE). */
 void bq_mclient_dir_foreach(const struct bq_mclient *c,
 			    void (*fn)(const struct bq_dir_entry *e, void *ud), void *ud);
+/*
+ * Start keeping a directory copy on a client created with no_directory (the manager
+ * moves the copy to another link when the link that kept it goes away). If the
+ * directory was already scanned on this link, a fresh SCAN(0) fills the copy; the
+ * directory callback reports only records that change the (empty) copy, i.e. all.
+ */
+void bq_mclient_keep_directory(struct bq_mclient *c);
+/* True when c keeps a directory copy. */
+bool bq_mclient_keeps_directory(const struct bq_mclient *c);
 
 #endif

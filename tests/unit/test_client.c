@@ -937,6 +937,115 @@ START_TEST(test_alloc_failures)
 }
 END_TEST
 
+/* ---- the connect gate and keep_directory (added for the client manager) ------------ */
+
+static int gate_asks;
+static uint32_t gate_wait_ms;
+
+static uint32_t test_gate(void *ud)
+{
+	int *tag = ud;
+
+	ck_assert_int_eq(*tag, 7);
+	gate_asks++;
+	return gate_wait_ms;
+}
+
+static bool node_accepted(void *ud)
+{
+	return fn.accepts >= *(int *)ud;
+}
+
+START_TEST(test_connect_gate)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	int tag = 7, want = 1;
+	uint64_t t0;
+
+	gate_asks = 0;
+	gate_wait_ms = 200;
+	bq_mclient_config_defaults(&cfg);
+	cfg.connect_gate = test_gate;
+	cfg.connect_gate_ud = &tag;
+	cfg.backoff_base_ms = 10;
+	cfg.backoff_cap_ms = 20;
+	t0 = bq_loop_now_ms(fn.loop);
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	/* Asked once; the dial waits for the reservation, silently (still IDLE). */
+	ck_assert_int_eq(gate_asks, 1);
+	ck_assert_int_eq(bq_mclient_state(c), BQ_MC_IDLE);
+	ck_assert_int_eq(seen.n_link, 0);
+	bq_loop_run_once(fn.loop, 50);
+	ck_assert_int_eq(fn.accepts, 0);
+	ck_assert(bq_test_run_until(fn.loop, node_accepted, &want, 2000));
+	ck_assert_uint_ge(bq_loop_now_ms(fn.loop) - t0, 195);
+	ck_assert_int_eq(gate_asks, 1); /* not asked again when the wait ends */
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(seen.link_states[0], BQ_MC_CONNECTING);
+
+	/* A reconnect asks again; BACKOFF holds through the wait. */
+	gate_wait_ms = 150;
+	bq_conn_close(fn.conn);
+	fn.conn = NULL;
+	want = 2;
+	ck_assert(bq_test_run_until(fn.loop, node_accepted, &want, 3000));
+	ck_assert_int_eq(gate_asks, 2);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_uint_eq(bq_mclient_reconnects(c), 1);
+	for (int i = 0; i < seen.n_link; i++) {
+		ck_assert_int_ne(seen.link_states[i], BQ_MC_IDLE);
+	}
+
+	/* Stopped while waiting at the gate: no dial happens afterwards. */
+	gate_wait_ms = 100;
+	bq_conn_close(fn.conn);
+	fn.conn = NULL;
+	for (int i = 0; i < 40 && gate_asks < 3; i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	ck_assert_int_eq(gate_asks, 3);
+	bq_mclient_stop(c);
+	for (int i = 0; i < 20; i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	ck_assert_int_eq(fn.accepts, 2);
+	free_client(c);
+}
+END_TEST
+
+START_TEST(test_keep_directory_later)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+
+	bq_mclient_config_defaults(&cfg);
+	cfg.no_directory = true;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert(!bq_mclient_keeps_directory(c));
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 0);
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 1);
+	bq_mclient_keep_directory(c);
+	ck_assert(bq_mclient_keeps_directory(c));
+	for (int i = 0; i < 100 && bq_mclient_dir_count(c) < 3; i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	/* A second SCAN from 0 filled the copy; the user stayed READY throughout. */
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 2);
+	ck_assert_str_eq(nth_frame(BQ_T_SCAN, 1)->src, "carol");
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 3);
+	ck_assert_int_eq(bq_mclient_dir_presence(c, "bob"), BQ_PRES_ONLINE);
+	ck_assert_int_eq(bq_muser_state(u), BQ_MU_READY);
+	ck_assert_int_eq(bq_mclient_state(c), BQ_MC_UP);
+	free_client(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("client");
@@ -959,6 +1068,8 @@ int main(void)
 	tcase_add_test(tc, test_handshake_timeouts);
 	tcase_add_test(tc, test_unreachable);
 	tcase_add_test(tc, test_alloc_failures);
+	tcase_add_test(tc, test_connect_gate);
+	tcase_add_test(tc, test_keep_directory_later);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
