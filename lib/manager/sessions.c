@@ -921,6 +921,30 @@ void bq_sessions_foreach(const struct bq_sessions *reg,
 	}
 }
 
+void bq_sessions_link_rtts(const struct bq_sessions *reg, void (*fn)(uint32_t rtt_us, void *ud),
+			   void *ud)
+{
+	size_t pos = 0, klen;
+	const char *k;
+	const struct bq_session *s;
+	uint32_t rtt;
+
+	if (reg->cfg.mode == BQ_LINK_SHARED) {
+		for (int i = 0; i < SHARED_LINKS_MAX; i++) {
+			if (reg->pool[i] && reg->pool[i]->up &&
+			    (rtt = bq_mclient_rtt_us(reg->pool[i]->mc)) > 0) {
+				fn(rtt, ud);
+			}
+		}
+		return;
+	}
+	while ((s = bq_map_next(reg->by_id, &pos, &k, &klen))) {
+		if (s->link && s->link->up && (rtt = bq_mclient_rtt_us(s->link->mc)) > 0) {
+			fn(rtt, ud);
+		}
+	}
+}
+
 void bq_sessions_stats(const struct bq_sessions *reg, struct bq_sessions_stats *out)
 {
 	memset(out, 0, sizeof(*out));

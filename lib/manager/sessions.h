@@ -164,6 +164,12 @@ void bq_sessions_foreach(const struct bq_sessions *reg,
 			 void (*fn)(const struct bq_session *s, void *ud), void *ud);
 /* O(number of links): per-state counts are kept up to date at every transition. */
 void bq_sessions_stats(const struct bq_sessions *reg, struct bq_sessions_stats *out);
+/*
+ * fn(rtt) for every link that is up and has measured a PING round trip (the last one,
+ * in microseconds). O(links); for /metrics.
+ */
+void bq_sessions_link_rtts(const struct bq_sessions *reg, void (*fn)(uint32_t rtt_us, void *ud),
+			   void *ud);
 /* The address last dialled, as text (after the address map). Owned by reg. */
 const char *bq_sessions_odin_text(const struct bq_sessions *reg);
 
