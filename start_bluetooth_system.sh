@@ -5,8 +5,9 @@
 #
 #   ./start_bluetooth_system.sh [--sim] [--data-dir DIR] [--stop] [--status]
 #
-# Built so far: blueq-node, blueq-sim, blueq-cli. Not built yet: blueq-manager (port 8001)
-# and blueq-backend (port 5000) with the web UI; this script says so when it starts.
+# Then it starts blueq-manager with the original's command line
+# (D8:3A:DD:03:1E:77 http://localhost:5000 8001). Not built yet: blueq-backend (port 5000)
+# with the web UI; this script says so when it starts.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -25,26 +26,36 @@ while [ $# -gt 0 ]; do
 done
 sim_dir=$data_dir/sim
 pid_file=$data_dir/blueq-sim.pid
+mgr_pid_file=$data_dir/blueq-manager.pid
+API_PORT=8001
 export BLUEQ_ADDR_MAP=$data_dir/sim-addrmap
 
 running_pid() {
-	[ -f "$pid_file" ] || return 1
-	local pid
-	pid=$(cat "$pid_file")
+	local f=${1:-$pid_file} pid
+	[ -f "$f" ] || return 1
+	pid=$(cat "$f")
 	kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
 case $action in
 stop)
-	if pid=$(running_pid); then
-		kill -TERM "$pid"; echo "stopping blueq-sim (pid $pid)"
-	else
-		echo "blueq is not running"
+	stopped=0
+	if pid=$(running_pid "$mgr_pid_file"); then
+		kill -TERM "$pid"; echo "stopping blueq-manager (pid $pid)"; stopped=1
 	fi
+	if pid=$(running_pid); then
+		kill -TERM "$pid"; echo "stopping blueq-sim (pid $pid)"; stopped=1
+	fi
+	[ $stopped = 1 ] || echo "blueq is not running"
 	exit 0 ;;
 status)
 	if pid=$(running_pid); then
 		echo "blueq-sim running (pid $pid), control socket $sim_dir/sim.ctl"
+		if mpid=$(running_pid "$mgr_pid_file"); then
+			echo "blueq-manager running (pid $mpid), http://127.0.0.1:$API_PORT"
+			curl -s "http://127.0.0.1:$API_PORT/api/status?clients=0" || true
+			echo
+		fi
 		"$root/build-release/blueq-cli" ctl "$sim_dir/sim.ctl" status || true
 	else
 		echo "blueq is not running"; exit 1
@@ -60,12 +71,19 @@ fi
 ./scripts/install-deps.sh --runtime
 echo "building (release) ..."
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBQ_WERROR=OFF >/dev/null
-cmake --build build-release -j "$(nproc 2>/dev/null || echo 2)" --target blueq-node blueq-sim blueq-cli >/dev/null
+cmake --build build-release -j "$(nproc 2>/dev/null || echo 2)" \
+	--target blueq-node blueq-sim blueq-cli blueq-manager >/dev/null
+
+if (exec 3<>"/dev/tcp/127.0.0.1/$API_PORT") 2>/dev/null; then
+	echo "start_bluetooth_system.sh: tcp port $API_PORT is already in use (blueq-manager needs it)" >&2
+	exit 1
+fi
 
 mkdir -p "$data_dir"
 if [ -d /sys/class/bluetooth ] && ls /sys/class/bluetooth 2>/dev/null | grep -q hci; then
-	echo "note: a Bluetooth adapter is present, but running against real radios needs"
-	echo "      blueq-manager, which is not built yet; starting the simulated mesh instead."
+	echo "note: a Bluetooth adapter is present; this script still runs the simulated mesh"
+	echo "      (real-radio start-up comes with the deployment work). For real radios run"
+	echo "      blueq-manager YOUR_ODIN_MAC http://localhost:5000 8001 yourself."
 fi
 
 "$root/build-release/blueq-sim" --nodes 5 --topology line --dir "$sim_dir" \
@@ -73,7 +91,13 @@ fi
 	> "$data_dir/blueq-sim.out" 2> "$data_dir/blueq-sim.log" &
 sim_pid=$!
 echo "$sim_pid" > "$pid_file"
+mgr_pid=
 stop_all() {
+	if [ -n "$mgr_pid" ]; then
+		kill -TERM "$mgr_pid" 2>/dev/null || true
+		wait "$mgr_pid" 2>/dev/null || true
+		rm -f "$mgr_pid_file"
+	fi
 	kill -TERM "$sim_pid" 2>/dev/null || true
 	wait "$sim_pid" 2>/dev/null || true
 	rm -f "$pid_file"
@@ -87,17 +111,35 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
+# The client manager, with the original's command line: the address map leads the
+# Bluetooth address to the simulated Odin.
+"$root/build-release/blueq-manager" D8:3A:DD:03:1E:77 http://localhost:5000 $API_PORT \
+	--data-dir "$data_dir" > "$data_dir/blueq-manager.out" 2> "$data_dir/blueq-manager.log" &
+mgr_pid=$!
+echo "$mgr_pid" > "$mgr_pid_file"
+for _ in $(seq 1 100); do
+	grep -q 'msg="listening"' "$data_dir/blueq-manager.log" 2>/dev/null && break
+	kill -0 "$mgr_pid" 2>/dev/null || { echo "blueq-manager failed to start; see $data_dir/blueq-manager.log" >&2; tail -n 5 "$data_dir/blueq-manager.log" >&2; exit 1; }
+	sleep 0.1
+done
+
 cat <<MSG
 blueq is running (simulated mesh).
   mesh:      blueq-sim pid $sim_pid: Odin D8:3A:DD:03:1E:77 + 4 nodes in a line, bots alice, bob, carol
-  logs:      $data_dir/blueq-sim.log, $sim_dir/node-*.log, $sim_dir/bots/*.log
+  manager:   blueq-manager pid $mgr_pid: http://127.0.0.1:$API_PORT (D8:3A:DD:03:1E:77 http://localhost:5000 $API_PORT)
+  logs:      $data_dir/blueq-manager.log, $data_dir/blueq-sim.log, $sim_dir/node-*.log, $sim_dir/bots/*.log
   addr map:  export BLUEQ_ADDR_MAP=$BLUEQ_ADDR_MAP
-Try, in another terminal:
+Try, in another terminal (the original's commands):
+  curl http://localhost:8001/api/status
+  curl -X POST http://localhost:8001/api/connect -H "Content-Type: application/json" \\
+    -d '{"user_id": "test123", "user_name": "TestUser"}'
+  curl -X POST http://localhost:8001/api/send -H "Content-Type: application/json" \\
+    -d '{"user_id": "test123", "destination": "carol", "message": "Hello carol"}'
+or the terminal client:
   export BLUEQ_ADDR_MAP=$BLUEQ_ADDR_MAP
   build-release/blueq-cli users                      # everyone on the mesh, via Odin
-  build-release/blueq-cli --user me send carol hello # direct message, waits for the receipt
   build-release/blueq-cli --user me chat             # interactive
-Not there yet: blueq-manager (port 8001) and blueq-backend (port 5000, web UI).
+Not there yet: blueq-backend (port 5000, web UI); the manager keeps its events until it comes.
 Press Ctrl-C to stop.
 MSG
-wait "$sim_pid"
+wait -n "$sim_pid" "$mgr_pid" || true

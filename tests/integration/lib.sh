@@ -9,26 +9,33 @@ SIM_PID=
 EXTRA_PIDS=() # other daemons a test starts; cleanup stops them
 export BLUEQ_ADDR_MAP=$T/addrmap
 
+# alive PID: the process exists and is not a zombie waiting for us to reap it.
+alive() {
+	local st
+	st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
+}
+
 cleanup() {
 	local rc=$?
 	for pid in "${EXTRA_PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
-	if [ -n "$SIM_PID" ] && kill -0 "$SIM_PID" 2>/dev/null; then
+	if [ -n "$SIM_PID" ] && alive "$SIM_PID"; then
 		kill -TERM "$SIM_PID" 2>/dev/null || true
-		for _ in $(seq 1 50); do kill -0 "$SIM_PID" 2>/dev/null || break; sleep 0.1; done
+		for _ in $(seq 1 50); do alive "$SIM_PID" || break; sleep 0.1; done
 		kill -KILL "$SIM_PID" 2>/dev/null || true
 	fi
 	# In the sanitizer build every daemon reports through its log: any report fails
 	# the test even when the scenario itself passed.
 	if [ $rc -eq 0 ] && grep -l -E 'AddressSanitizer|LeakSanitizer|runtime error:' \
-		"$T"/sim.err "$T"/sim/node-*.log 2>/dev/null; then
+		"$T"/*.err "$T"/sim/node-*.log 2>/dev/null; then
 		echo "FAIL: sanitizer report in the logs above" >&2
 		rc=1
 	fi
 	if [ $rc -ne 0 ]; then
 		echo "--- test failed; logs from $T ---"
-		for f in "$T"/sim.err "$T"/sim/node-*.log "$T"/sim/bots/*.log; do
+		for f in "$T"/*.err "$T"/sim/node-*.log "$T"/sim/bots/*.log; do
 			[ -f "$f" ] || continue
 			echo "--- $f (last 15 lines)"; tail -n 15 "$f"
 		done
@@ -90,4 +97,43 @@ count_recv() {
 # msg_id_of REPLY: the msg_id=HEX field of a control reply.
 msg_id_of() {
 	echo "$1" | grep -o 'msg_id=[0-9a-f]*' | head -n 1 | cut -d= -f2
+}
+
+# start_manager NAME ARGS...: start blueq-manager (logs $T/NAME.err), wait until it
+# listens; sets MGR_PID and MGR_URL (http://127.0.0.1:PORT, read from its log line).
+start_manager() {
+	local name=$1 port
+	shift
+	"$BIN/blueq-manager" "$@" >"$T/$name.out" 2>"$T/$name.err" &
+	MGR_PID=$!
+	EXTRA_PIDS+=("$MGR_PID")
+	for _ in $(seq 1 100); do
+		port=$(grep -o 'msg="listening" on=http://[0-9.]*:[0-9]*' "$T/$name.err" 2>/dev/null |
+			head -n 1 | sed 's/.*://') || true
+		if [ -n "$port" ]; then
+			MGR_URL=http://127.0.0.1:$port
+			return 0
+		fi
+		alive "$MGR_PID" || { cat "$T/$name.err" >&2; fail "blueq-manager exited during start-up"; }
+		sleep 0.1
+	done
+	fail "blueq-manager not listening within 10 s"
+}
+
+# stop_manager: SIGTERM and wait (bounded) for a clean exit; fails on a bad status.
+stop_manager() {
+	local rc=0
+	kill -TERM "$MGR_PID" 2>/dev/null || return 0
+	for _ in $(seq 1 50); do alive "$MGR_PID" || break; sleep 0.1; done
+	if alive "$MGR_PID"; then
+		fail "blueq-manager still running 5 s after SIGTERM"
+	fi
+	wait "$MGR_PID" || rc=$?
+	[ $rc -eq 0 ] || fail "blueq-manager exited with status $rc after SIGTERM"
+}
+
+# mgr_stat KEY: one number from the manager's status (the stats block: ready, total,
+# peak_connect_rate, ...), read with grep from the compact JSON (no jq on a bare machine).
+mgr_stat() {
+	curl -sf "$MGR_URL/api/status?clients=0" | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The manager and the web backend: while the backend is down, sessions stay up and
+# their events wait in the bounded queue; when it returns, the events arrive (each
+# once: the backend is idempotent by event id), the poll connects the users the backend
+# knows and removes the ones it deleted, and inbound mesh messages reach it too.
+. "$(dirname "$0")/lib.sh"
+
+start_sim --nodes 3 --bot bob@3
+
+# A port with nothing on it: let the fake backend pick one, then stop it.
+"$BIN/bq-fake-backend" --port 0 --events "$T/probe.log" --users "$T/none.json" >"$T/probe.out" 2>"$T/probe.err" &
+probe=$!
+wait_until 5 "probe port" grep -q 'listening port=' "$T/probe.out"
+BPORT=$(grep -o 'port=[0-9]*' "$T/probe.out" | cut -d= -f2)
+kill -TERM $probe; wait $probe || true
+
+start_manager mgr --api-port 0 --data-dir "$T/data" --poll-interval 1s \
+	--backend-token s3cret-service-token unix:"$T/sim/node-1.sock" "http://localhost:$BPORT"
+for u in u1 u2; do
+	curl -sf -X POST "$MGR_URL/api/connect" -d "{\"user_id\":\"$u\",\"user_name\":\"User $u\"}" >/dev/null
+done
+both_ready() { [ "$(mgr_stat ready)" = 2 ]; }
+wait_until 10 "u1 and u2 ready with the backend down" both_ready
+status=$(curl -sf "$MGR_URL/api/status?clients=0")
+echo "$status" | grep -q '"reachable":false' || fail "backend reported reachable: $status"
+queued=$(echo "$status" | grep -o '"queued_events":[0-9]*' | cut -d: -f2)
+[ "$queued" -ge 2 ] || fail "no events queued while the backend is down: $status"
+echo "backend down: sessions ready, $queued events waiting"
+
+# The backend comes back, knowing one more user than the manager.
+echo '[{"user_id":"polled1","user_name":"Polled One"}]' >"$T/users.json"
+"$BIN/bq-fake-backend" --port "$BPORT" --events "$T/events.log" --users "$T/users.json" \
+	--token s3cret-service-token >"$T/backend.out" 2>"$T/backend.err" &
+EXTRA_PIDS+=($!)
+wait_until 5 "fake backend listening" grep -q 'listening port=' "$T/backend.out"
+
+ready_event() {
+	grep '"type":"session"' "$T/events.log" 2>/dev/null | grep "\"user_id\":\"$1\"" |
+		grep -q '"state":"ready"'
+}
+wait_until 20 "u1's ready event reaches the backend" ready_event u1
+wait_until 5 "u2's ready event reaches the backend" ready_event u2
+polled_ready() { curl -sf "$MGR_URL/api/clients/polled1" | grep -q '"state":"ready"'; }
+wait_until 10 "the poll connected polled1" polled_ready
+curl -sf "$MGR_URL/api/clients/polled1" | grep -q '"user_name":"Polled One"' || fail "polled1 has the wrong name"
+reachable() { curl -sf "$MGR_URL/api/status?clients=0" | grep -q '"reachable":true'; }
+wait_until 5 "the manager sees the backend" reachable
+
+# A mesh user's message to u1 reaches the backend as an event.
+bob_sees_u1() { ctl "node 3 users" | grep -q '"u1"'; }
+wait_until 10 "the mesh knows u1" bob_sees_u1
+reply=$(ctl "bot-send bob u1 hello from the mesh")
+id=$(msg_id_of "$reply")
+msg_event() { grep '"type":"message"' "$T/events.log" | grep -q "\"message_id\":\"$id\""; }
+wait_until 10 "the inbound message reaches the backend" msg_event
+
+# The backend deletes polled1: the next poll removes its session.
+echo '[{"user_id":"polled1","user_name":"Polled One"},{"user_id":"polled1","deleted":true}]' >"$T/users.json"
+gone() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$MGR_URL/api/clients/polled1")" = 404 ]; }
+wait_until 10 "polled1 removed after the backend deleted it" gone
+
+# Every event id arrived once in the log (repeats are counted by the backend, not kept).
+dup_ids=$(grep -o '"id":"[0-9a-f]*-[0-9]*"' "$T/events.log" | sort | uniq -d | wc -l)
+[ "$dup_ids" -eq 0 ] || fail "$dup_ids event ids logged twice"
+echo "events at the backend: $(wc -l <"$T/events.log")"
+stop_manager
+echo "PASS: events wait for a backend that is down and arrive when it returns; poll and deletes work"
