@@ -366,7 +366,7 @@ static int open_outbox(struct mgr *m, char *err, size_t errlen)
 	}
 	rc = bq_outbox_open(path, m->loop, m->log, &oo, &m->ob);
 	if (rc < 0) {
-		snprintf(err, errlen, "--data-dir: cannot open the outbox %s: %s", path,
+		snprintf(err, errlen, "--data-dir: cannot open the outbox %.400s: %s", path,
 			 strerror(-rc));
 	}
 	return rc;
