@@ -879,6 +879,12 @@ int bq_sessions_disconnect(struct bq_sessions *reg, const char *user_id)
 	s->mu = NULL;
 	s->removed = true;
 	link_remove_session(l, s);
+	/*
+	 * The session outlives its place on the link: a dedicated link is freed by the
+	 * reaper before the last "disconnected" report, whose callback may read the
+	 * session's info.
+	 */
+	s->link = NULL;
 	if (l->index >= 0) {
 		/* Shared: the DETACH is queued on a link that stays; nothing to wait for. */
 		bq_muser_detach(mu);
