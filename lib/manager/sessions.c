@@ -327,6 +327,9 @@ static void on_user_state(struct bq_muser *u, enum bq_muser_state st, const char
 		break;
 	case BQ_MU_READY:
 		clear_retry(s);
+		if (s->reg->n_retry == 0) {
+			bq_backoff_reset(&s->reg->retry_backoff);
+		}
 		set_state(s, BQ_SESS_READY, 0, reason);
 		break;
 	case BQ_MU_REJECTED:
@@ -644,7 +647,14 @@ static void retry_one(struct bq_session *s)
 			schedule_retry(s);
 			return;
 		}
-		set_state(s, link_view(s), 0, "attach retried");
+		if (link_view(s) == BQ_SESS_BACKOFF) {
+			/* The link is down: its reason is the session's error now, not the retry. */
+			const char *why = bq_mclient_last_error(l->mc);
+
+			set_state(s, BQ_SESS_BACKOFF, -ENOTCONN, why && why[0] ? why : "link down");
+		} else {
+			set_state(s, link_view(s), 0, "attach retried");
+		}
 	}
 }
 
@@ -676,9 +686,12 @@ static void retry_cb(struct bq_timer *t, void *ud)
 		}
 	}
 	bq_free(v);
-	if (reg->n_retry == 0) {
-		bq_backoff_reset(&reg->retry_backoff);
-	} else if (!bq_timer_active(t)) {
+	/*
+	 * No reset here even when nothing is left to retry: a refused user's retry clears
+	 * its flag at once and is refused again a moment later. The step resets when a
+	 * session reaches ready (see on_user_state).
+	 */
+	if (reg->n_retry > 0 && !bq_timer_active(t)) {
 		bq_timer_start(t, bq_backoff_next(&reg->retry_backoff));
 	}
 }
