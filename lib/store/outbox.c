@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "core/alloc.h"
@@ -70,7 +71,6 @@ struct bq_outbox {
 	struct bq_async *async;
 	struct bq_db *rdb;
 	sqlite3_stmt *r_get;
-	sqlite3_stmt *r_events;
 	sqlite3_stmt *r_pending;
 	size_t max_ops;
 	size_t outstanding; /* ops allocated and not yet freed (loop thread) */
@@ -81,9 +81,7 @@ struct bq_outbox {
 	pthread_t thread;
 	struct bq_db *wdb;
 	sqlite3_stmt *w_insert;
-	sqlite3_stmt *w_event_first;
 	sqlite3_stmt *w_update;
-	sqlite3_stmt *w_event;
 
 	/* shared */
 	pthread_mutex_t mu;
@@ -198,30 +196,50 @@ static const struct bq_db_migration migrations[] = {
 	    " reason TEXT,"
 	    " at_ms BIGINT NOT NULL,"
 	    " PRIMARY KEY (message_id, seq));"},
+	/*
+	 * v2: one B-tree per message instead of four. The history moves into the row as a
+	 * JSON array of [state, at_ms, reason] (appended by each state change in the same
+	 * UPDATE), the table is keyed by its id alone (WITHOUT ROWID), and only messages
+	 * still to be sent are indexed (partial index): a state change costs one seek and
+	 * one row write, where v1 touched the row, its id index, the state index, an event
+	 * row, its index and a foreign-key check. Measured in docs/internals/store.md.
+	 */
+	{2, "CREATE TABLE outbox ("
+	    " id TEXT NOT NULL PRIMARY KEY,"
+	    " user_id TEXT NOT NULL,"
+	    " destination TEXT NOT NULL,"
+	    " body TEXT NOT NULL,"
+	    " state TEXT NOT NULL,"
+	    " reason TEXT,"
+	    " created_ms BIGINT NOT NULL,"
+	    " updated_ms BIGINT NOT NULL,"
+	    " attempts INTEGER NOT NULL DEFAULT 0,"
+	    " history TEXT NOT NULL) WITHOUT ROWID;"
+	    "INSERT INTO outbox SELECT m.id, m.user_id, m.destination, m.body, m.state, m.reason,"
+	    " m.created_ms, m.updated_ms, m.attempts,"
+	    " COALESCE((SELECT json_group_array(json_array(e.state, e.at_ms, e.reason))"
+	    "  FROM (SELECT * FROM message_events WHERE message_id = m.id ORDER BY seq) e),"
+	    "  '[]') FROM messages m;"
+	    "DROP TABLE message_events;"
+	    "DROP TABLE messages;"
+	    "CREATE INDEX outbox_pending ON outbox (created_ms, id)"
+	    " WHERE state IN ('accepted', 'queued', 'sent');"},
 };
 
 #define SQL_INSERT                                                                                 \
-	"INSERT INTO messages (id, user_id, destination, body, state, reason, created_ms,"         \
-	" updated_ms, attempts) VALUES (?1, ?2, ?3, ?4, 'accepted', NULL, ?5, ?5, 0)"
-#define SQL_EVENT_FIRST                                                                            \
-	"INSERT INTO message_events (message_id, seq, state, reason, at_ms)"                       \
-	" VALUES (?1, 1, 'accepted', NULL, ?2)"
+	"INSERT INTO outbox (id, user_id, destination, body, state, reason, created_ms,"           \
+	" updated_ms, attempts, history) VALUES (?1, ?2, ?3, ?4, 'accepted', NULL, ?5, ?5, 0,"    \
+	" json_array(json_array('accepted', ?5, NULL)))"
 #define SQL_UPDATE                                                                                 \
-	"UPDATE messages SET state = ?2, reason = ?3, updated_ms = ?4,"                            \
-	" attempts = attempts + ?5"                                                                \
+	"UPDATE outbox SET state = ?2, reason = ?3, updated_ms = ?4,"                              \
+	" attempts = attempts + ?5, history = json_insert(history, '$[#]', json_array(?2, ?4, ?3))" \
 	" WHERE id = ?1 AND state NOT IN ('delivered', 'failed', 'broadcast')"
-#define SQL_EVENT                                                                                  \
-	"INSERT INTO message_events (message_id, seq, state, reason, at_ms)"                       \
-	" SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4 FROM message_events"                    \
-	" WHERE message_id = ?1"
 #define SQL_GET                                                                                    \
 	"SELECT id, user_id, destination, body, state, reason, created_ms, updated_ms,"            \
-	" attempts FROM messages WHERE id = ?1"
-#define SQL_EVENTS                                                                                 \
-	"SELECT state, reason, at_ms FROM message_events WHERE message_id = ?1 ORDER BY seq"
+	" attempts, history FROM outbox WHERE id = ?1"
 #define SQL_PENDING                                                                                \
 	"SELECT id, user_id, destination, body, state, reason, created_ms, updated_ms,"            \
-	" attempts FROM messages WHERE state IN ('accepted', 'queued', 'sent')"                    \
+	" attempts FROM outbox WHERE state IN ('accepted', 'queued', 'sent')"                      \
 	" ORDER BY created_ms, id"
 
 /* ---- writer thread ----------------------------------------------------------------- */
@@ -244,23 +262,13 @@ static int w_insert_one(struct bq_outbox *ob, struct op *op)
 {
 	char idbuf[BQ_OUTBOX_ID_LEN + 1];
 	sqlite3_stmt *st = ob->w_insert;
-	int err;
 
 	bind_id(st, 1, op->id, idbuf);
 	bq_db_bind_text(st, 2, op->user_id, op->user_id_len);
 	bq_db_bind_text(st, 3, op->dest, op->dest_len);
 	bq_db_bind_text(st, 4, op->body, op->body_len);
 	bq_db_bind_i64(st, 5, (int64_t)op->at_ms);
-	err = bq_db_step_done(ob->wdb, st);
-	if (err < 0) {
-		return err;
-	}
-	st = ob->w_event_first;
-	bind_id(st, 1, op->id, idbuf);
-	bq_db_bind_i64(st, 2, (int64_t)op->at_ms);
-	err = bq_db_step_done(ob->wdb, st);
-	/* The message row went in, so a constraint here is not "duplicate id". */
-	return err == -EEXIST ? -EIO : err;
+	return bq_db_step_done(ob->wdb, st);
 }
 
 static int w_insert(struct bq_outbox *ob, struct op *op)
@@ -290,19 +298,7 @@ static int w_update(struct bq_outbox *ob, struct op *op)
 	bind_opt_text(st, 3, op->reason, op->reason_len);
 	bq_db_bind_i64(st, 4, (int64_t)op->at_ms);
 	bq_db_bind_i64(st, 5, attempt ? 1 : 0);
-	err = bq_db_step_done(ob->wdb, st);
-	if (err < 0) {
-		return err == -EEXIST ? -EIO : err;
-	}
-	/* Unknown id or terminal state: nothing changed, so no history either. */
-	if (sqlite3_changes(bq_db_handle(ob->wdb)) != 1) {
-		return 0;
-	}
-	st = ob->w_event;
-	bind_id(st, 1, op->id, idbuf);
-	bq_db_bind_text(st, 2, name, strlen(name));
-	bind_opt_text(st, 3, op->reason, op->reason_len);
-	bq_db_bind_i64(st, 4, (int64_t)op->at_ms);
+	/* Unknown id or terminal state: no row changes, so no history either. */
 	err = bq_db_step_done(ob->wdb, st);
 	return err == -EEXIST ? -EIO : err;
 }
@@ -632,49 +628,46 @@ static int dup_opt(const char *s, char **out)
 	return 0;
 }
 
-static int read_events(struct bq_outbox *ob, const char *idbuf, struct bq_outbox_msg *m)
+/*
+ * The history column: a JSON array of [state, at_ms, reason|null], oldest first, written
+ * only by SQL_INSERT and SQL_UPDATE. Anything else in it means a damaged row: -EBADMSG.
+ */
+static int read_events(const char *history, size_t len, struct bq_outbox_msg *m)
 {
-	sqlite3_stmt *st = ob->r_events;
-	size_t cap = 0;
-	int rc;
+	json_error_t jerr;
+	json_t *arr = json_loadb(history, len, 0, &jerr), *ev;
+	size_t i;
 	int err = 0;
 
-	bq_db_bind_text(st, 1, idbuf, BQ_OUTBOX_ID_LEN);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct bq_outbox_event *ev;
-
-		if (m->n_events == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			void *p = bq_realloc(m->events, ncap * sizeof(*m->events));
-
-			if (!p) {
-				err = -ENOMEM;
-				goto out;
-			}
-			m->events = p;
-			cap = ncap;
+	if (!json_is_array(arr)) {
+		json_decref(arr);
+		return -EBADMSG;
+	}
+	if (json_array_size(arr) > 0) {
+		m->events = bq_calloc(json_array_size(arr), sizeof(*m->events));
+		if (!m->events) {
+			json_decref(arr);
+			return -ENOMEM;
 		}
-		ev = &m->events[m->n_events];
-		memset(ev, 0, sizeof(*ev));
-		if (bq_outbox_state_parse((const char *)sqlite3_column_text(st, 0), &ev->state) <
-		    0) {
+	}
+	json_array_foreach(arr, i, ev) {
+		struct bq_outbox_event *out = &m->events[m->n_events];
+		json_t *at = json_array_get(ev, 1), *why = json_array_get(ev, 2);
+
+		if (!json_is_array(ev) || !json_is_integer(at) ||
+		    bq_outbox_state_parse(json_string_value(json_array_get(ev, 0)), &out->state) <
+			    0) {
 			err = -EBADMSG;
-			goto out;
+			break;
 		}
-		ev->at_ms = (uint64_t)sqlite3_column_int64(st, 2);
-		err = dup_opt((const char *)sqlite3_column_text(st, 1), &ev->reason);
+		out->at_ms = (uint64_t)json_integer_value(at);
+		err = dup_opt(json_is_string(why) ? json_string_value(why) : NULL, &out->reason);
 		if (err < 0) {
-			goto out;
+			break;
 		}
 		m->n_events++;
 	}
-	if (rc != SQLITE_DONE) {
-		err = bq_db_errno(bq_db_handle(ob->rdb), rc);
-	}
-out:
-	/* Reset ends the read transaction: a reader left open would stall checkpoints. */
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	json_decref(arr);
 	return err;
 }
 
@@ -718,9 +711,9 @@ int bq_outbox_get(struct bq_outbox *ob, uint64_t id, struct bq_outbox_msg **out)
 	}
 	memcpy(m->body, row.body, row.body_len);
 	m->body[row.body_len] = '\0';
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	err = read_events(ob, idbuf, m);
+	/* The history comes from the same row, in the same read: always consistent. */
+	err = read_events((const char *)sqlite3_column_text(st, 9),
+			  (size_t)sqlite3_column_bytes(st, 9), m);
 out:
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -779,11 +772,8 @@ static int prepare_all(struct bq_outbox *ob)
 	int err = 0;
 
 	err = err ? err : bq_db_prepare(ob->wdb, SQL_INSERT, &ob->w_insert);
-	err = err ? err : bq_db_prepare(ob->wdb, SQL_EVENT_FIRST, &ob->w_event_first);
 	err = err ? err : bq_db_prepare(ob->wdb, SQL_UPDATE, &ob->w_update);
-	err = err ? err : bq_db_prepare(ob->wdb, SQL_EVENT, &ob->w_event);
 	err = err ? err : bq_db_prepare(ob->rdb, SQL_GET, &ob->r_get);
-	err = err ? err : bq_db_prepare(ob->rdb, SQL_EVENTS, &ob->r_events);
 	err = err ? err : bq_db_prepare(ob->rdb, SQL_PENDING, &ob->r_pending);
 	return err;
 }

@@ -21,6 +21,10 @@ cleanup() {
 	for pid in "${EXTRA_PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null || true
 	done
+	# Wait (bounded) for them to exit: a sanitizer writes its leak report at exit.
+	for pid in "${EXTRA_PIDS[@]}"; do
+		for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+	done
 	if [ -n "$SIM_PID" ] && alive "$SIM_PID"; then
 		kill -TERM "$SIM_PID" 2>/dev/null || true
 		for _ in $(seq 1 50); do alive "$SIM_PID" || break; sleep 0.1; done

@@ -104,7 +104,7 @@ static void h_users(struct bq_http_req *req, void *ud)
 	struct fb *fb = bq_http_req_user_data(req);
 	const char *since = bq_http_req_query(req, "since");
 	json_error_t jerr;
-	json_t *all = json_load_file(fb->o->users, 0, &jerr), *out;
+	json_t *all = json_load_file(fb->o->users, 0, &jerr), *out, *doc;
 	int64_t from = 0;
 	char *text;
 
@@ -118,9 +118,9 @@ static void h_users(struct bq_http_req *req, void *ud)
 	for (size_t i = (size_t)(from < 0 ? 0 : from); i < json_array_size(all); i++) {
 		json_array_append(out, json_array_get(all, i));
 	}
-	text = json_dumps(
-		json_pack("{s:o, s:I}", "users", out, "cursor", (json_int_t)json_array_size(all)),
-		JSON_COMPACT | JSON_ENCODE_ANY);
+	doc = json_pack("{s:o, s:I}", "users", out, "cursor", (json_int_t)json_array_size(all));
+	text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
 	json_decref(all);
 	if (!text) {
 		bq_http_reply_error(req, 500, "internal", "out of memory");

@@ -590,9 +590,84 @@ START_TEST(test_close_flushes)
 	bq_outbox_close(ob);
 	ck_assert_int_eq(bq_db_open(path, BQ_DB_READONLY, 100, NULL, &db), 0);
 	ck_assert_int_eq(bq_db_version(db, &version), 0);
-	ck_assert_int_eq(version, 1);
+	ck_assert_int_eq(version, 2);
 	bq_db_close(db);
 	bq_outbox_close(NULL);
+	bq_loop_free(loop);
+}
+END_TEST
+
+static int pending_first(void *ud, const struct bq_outbox_msg *m)
+{
+	*(uint64_t *)ud = m->id;
+	return 0;
+}
+
+/* A database written by schema 1 (rows plus a separate event table) opens as schema 2
+ * with every message, its state and its whole history, and pending still works. */
+START_TEST(test_migrate_v1)
+{
+	static const struct bq_db_migration v1[] = {
+		{1, "CREATE TABLE messages (id TEXT NOT NULL PRIMARY KEY, user_id TEXT NOT NULL,"
+		    " destination TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL,"
+		    " reason TEXT, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL,"
+		    " attempts INTEGER NOT NULL DEFAULT 0);"
+		    "CREATE INDEX messages_state ON messages (state);"
+		    "CREATE TABLE message_events (message_id TEXT NOT NULL REFERENCES messages (id)"
+		    " ON DELETE CASCADE, seq INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT,"
+		    " at_ms BIGINT NOT NULL, PRIMARY KEY (message_id, seq));"
+		    "INSERT INTO messages VALUES ('00000000000000a1', 'alice', 'bob', 'hi',"
+		    " 'delivered', NULL, 100, 130, 1);"
+		    "INSERT INTO message_events VALUES ('00000000000000a1', 2, 'queued', NULL, 110);"
+		    "INSERT INTO message_events VALUES ('00000000000000a1', 1, 'accepted', NULL, 100);"
+		    "INSERT INTO message_events VALUES ('00000000000000a1', 3, 'sent', 'x\"y', 120);"
+		    "INSERT INTO message_events VALUES ('00000000000000a1', 4, 'delivered', NULL, 130);"
+		    "INSERT INTO messages VALUES ('00000000000000b2', 'alice', 'carol', 'later',"
+		    " 'queued', NULL, 200, 210, 0);"
+		    "INSERT INTO message_events VALUES ('00000000000000b2', 1, 'accepted', NULL, 200);"
+		    "INSERT INTO message_events VALUES ('00000000000000b2', 2, 'queued', NULL, 210);"},
+	};
+	static const enum bq_outbox_state h[] = {BQ_OUTBOX_ACCEPTED, BQ_OUTBOX_QUEUED,
+						 BQ_OUTBOX_SENT, BQ_OUTBOX_DELIVERED};
+	struct bq_loop *loop = bq_loop_new(NULL, NULL);
+	struct bq_db *db = NULL;
+	struct bq_outbox *ob;
+	struct bq_outbox_msg *m;
+	char path[512];
+	int version = 0;
+	uint64_t pending_id = 0;
+
+	make_path(path, sizeof(path), "v1.db");
+	ck_assert_int_eq(bq_db_open(path, 0, 100, NULL, &db), 0);
+	ck_assert_int_eq(bq_db_migrate(db, v1, 1), 0);
+	bq_db_close(db);
+
+	ob = open_ob(loop, path, 0, false);
+	ck_assert_int_eq(bq_outbox_get(ob, 0xa1, &m), 0);
+	ck_assert_int_eq(m->state, BQ_OUTBOX_DELIVERED);
+	ck_assert_str_eq(m->body, "hi");
+	ck_assert_uint_eq(m->attempts, 1);
+	expect_history(m, h, 4);
+	ck_assert_uint_eq(m->events[1].at_ms, 110);
+	ck_assert_str_eq(m->events[2].reason, "x\"y");
+	ck_assert_ptr_null(m->events[3].reason);
+	bq_outbox_msg_free(m);
+	ck_assert_int_eq(bq_outbox_pending(ob, pending_first, &pending_id), 1);
+	ck_assert_uint_eq(pending_id, 0xb2);
+	/* And it takes new states on migrated rows. */
+	ck_assert_int_eq(bq_outbox_set_state(ob, 0xb2, BQ_OUTBOX_FAILED, "expired"), 0);
+	bq_outbox_close(ob);
+	ob = open_ob(loop, path, 0, false);
+	ck_assert_int_eq(bq_outbox_get(ob, 0xb2, &m), 0);
+	ck_assert_int_eq(m->state, BQ_OUTBOX_FAILED);
+	ck_assert_uint_eq(m->n_events, 3);
+	ck_assert_str_eq(m->events[2].reason, "expired");
+	bq_outbox_msg_free(m);
+	bq_outbox_close(ob);
+	ck_assert_int_eq(bq_db_open(path, BQ_DB_READONLY, 100, NULL, &db), 0);
+	ck_assert_int_eq(bq_db_version(db, &version), 0);
+	ck_assert_int_eq(version, 2);
+	bq_db_close(db);
 	bq_loop_free(loop);
 }
 END_TEST
@@ -795,6 +870,7 @@ static Suite *outbox_suite(void)
 	tcase_add_test(tc, test_bounded_queue);
 	tcase_add_test(tc, test_close_flushes);
 	tcase_add_test(tc, test_open_errors);
+	tcase_add_test(tc, test_migrate_v1);
 	tcase_add_test(tc, test_alloc_failures);
 	tcase_add_test(tc, test_kill9_loses_nothing);
 	suite_add_tcase(s, tc);
