@@ -178,6 +178,11 @@ void mgr_event(struct mgr *m, json_t *ev)
 	if (!ev) {
 		return;
 	}
+	if (m->n_sse == 0 && !(have_backend(m) && m->evq)) {
+		/* Nobody to tell: skip the encoding (four events per message sent). */
+		json_decref(ev);
+		return;
+	}
 	m->event_seq++;
 	snprintf(id, sizeof(id), "%s-%" PRIu64, m->instance, m->event_seq);
 	json_object_set_new(ev, "id", json_string(id));
