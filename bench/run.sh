@@ -8,3 +8,6 @@ cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBQ_WERROR=OFF >/dev/nul
 cmake --build build-release -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 echo "== bench_mesh: node relay throughput and 1-hop latency =="
 build-release/bench/bench_mesh build-release/blueq-node "${BENCH_FRAMES:-300000}"
+echo
+echo "== bench_manager: blueq-manager sessions, restart, throughput, latency, HTTP =="
+BENCH_SESSIONS="${BENCH_SESSIONS:-10000}" build-release/bench/bench_manager build-release
