@@ -187,14 +187,16 @@ void mgr_event(struct mgr *m, json_t *ev)
 	snprintf(id, sizeof(id), "%s-%" PRIu64, m->instance, m->event_seq);
 	json_object_set_new(ev, "id", json_string(id));
 	json_object_set_new(ev, "at", json_integer((json_int_t)bq_wall_ms()));
-	type = json_string_value(json_object_get(ev, "type"));
 	text = json_dumps(ev, JSON_COMPACT);
-	json_decref(ev);
 	if (!text) {
+		json_decref(ev);
 		return;
 	}
 	len = strlen(text);
+	/* type points into ev: broadcast before ev is released. */
+	type = json_string_value(json_object_get(ev, "type"));
 	mgr_sse_broadcast(m, type ? type : "event", text, len);
+	json_decref(ev);
 	if (have_backend(m) && m->evq && bq_evq_push(m->evq, text, len) == 0) {
 		push_kick(m);
 	}

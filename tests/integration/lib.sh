@@ -44,7 +44,7 @@ cleanup() {
 			echo "--- $f (last 15 lines)"; tail -n 15 "$f"
 		done
 	fi
-	rm -rf "$T"
+	[ -n "${BQ_KEEP:-}" ] || rm -rf "$T"
 	exit $rc
 }
 trap cleanup EXIT

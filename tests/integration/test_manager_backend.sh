@@ -16,6 +16,9 @@ kill -TERM $probe; wait $probe || true
 
 start_manager mgr --api-port 0 --data-dir "$T/data" --poll-interval 1s \
 	--backend-token s3cret-service-token unix:"$T/sim/node-1.sock" "http://localhost:$BPORT"
+# A live event stream, as a browser or the backend's status page would hold it.
+curl -sN "$MGR_URL/api/events" >"$T/sse.out" 2>/dev/null &
+EXTRA_PIDS+=($!)
 for u in u1 u2; do
 	curl -sf -X POST "$MGR_URL/api/connect" -d "{\"user_id\":\"$u\",\"user_name\":\"User $u\"}" >/dev/null
 done
@@ -26,6 +29,8 @@ echo "$status" | grep -q '"reachable":false' || fail "backend reported reachable
 queued=$(echo "$status" | grep -o '"queued_events":[0-9]*' | cut -d: -f2)
 [ "$queued" -ge 2 ] || fail "no events queued while the backend is down: $status"
 echo "backend down: sessions ready, $queued events waiting"
+sse_ready() { grep -A1 '^event: session$' "$T/sse.out" | grep -q '"user_id":"u1".*"state":"ready"'; }
+wait_until 5 "the event stream shows u1 ready" sse_ready
 
 # The backend comes back, knowing one more user than the manager.
 echo '[{"user_id":"polled1","user_name":"Polled One"}]' >"$T/users.json"
