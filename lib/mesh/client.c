@@ -104,6 +104,7 @@ struct bq_mclient {
 	enum scan_state scan;
 	uint64_t scan_id;
 	uint32_t gen;
+	uint32_t node_caps; /* BQ_CAP_* from the node's HELLO on this link */
 	uint8_t node_addr[BQ_NODE_ADDR_LEN];
 
 	struct bq_map *users;   /* id -> struct bq_muser */
@@ -348,11 +349,22 @@ static void send_attach(struct bq_muser *u)
 	send_frame(c, BQ_T_ATTACH, 0, u->attach_id, 0, u->id, NULL, 0, payload, (size_t)n);
 }
 
+/*
+ * SCAN from 0. A link that keeps no copy asks only "in sync as of which cursor"
+ * (SUMMARY) and stays unsubscribed (ONESHOT): the node sends one small frame instead of
+ * every record now and every change later. A node without the flags (no
+ * BQ_CAP_SCAN_FLAGS) would close the link on them: it gets the plain SCAN(0).
+ */
 static void send_scan(struct bq_mclient *c, struct bq_muser *u)
 {
 	uint8_t payload[16];
 	struct bq_scan s = { .cursor = 0, .max_entries = 0 };
-	int n = bq_scan_encode(&s, payload, sizeof(payload));
+	int n;
+
+	if (c->cfg.no_directory && (c->node_caps & BQ_CAP_SCAN_FLAGS)) {
+		s.flags = BQ_SCAN_ONESHOT | BQ_SCAN_SUMMARY;
+	}
+	n = bq_scan_encode(&s, payload, sizeof(payload));
 
 	if (n < 0) {
 		return;
@@ -1024,6 +1036,7 @@ static void on_hello(struct bq_mclient *c, const struct bq_frame *f)
 		return;
 	}
 	memcpy(c->node_addr, f->origin, BQ_NODE_ADDR_LEN);
+	c->node_caps = h.caps;
 	bq_timer_stop(c->timer);
 	bq_backoff_reset(&c->backoff);
 	c->scan = SCAN_NONE;

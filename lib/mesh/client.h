@@ -68,8 +68,12 @@ struct bq_mclient_config {
 	/*
 	 * Added by the client engine (zero = default): inbound duplicate suppression keys
 	 * kept per client (default 4096; raise it for shared links with many users), and
-	 * no_directory: do not keep a directory copy (the directory callback still sees
-	 * every record; saves memory when thousands of dedicated links each scan).
+	 * no_directory: do not keep a directory copy (saves memory when thousands of
+	 * dedicated links each scan). When the node advertises BQ_CAP_SCAN_FLAGS such a
+	 * link scans with ONESHOT | SUMMARY: the node answers with one empty DIRECTORY and
+	 * pushes no later changes, so the directory callback sees no records at all.
+	 * Against an older node it sends a plain SCAN(0) and the callback sees every
+	 * record (snapshot and pushes) while no copy is kept.
 	 */
 	size_t dedupe_capacity;
 	bool no_directory;
@@ -168,7 +172,8 @@ void bq_mclient_dir_foreach(const struct bq_mclient *c,
 /*
  * Start keeping a directory copy on a client created with no_directory (the manager
  * moves the copy to another link when the link that kept it goes away). If the
- * directory was already scanned on this link, a fresh SCAN(0) fills the copy; the
+ * directory was already scanned on this link, a fresh plain SCAN(0) (no flags: the node
+ * sends the full snapshot and subscribes the link to later changes) fills the copy; the
  * directory callback reports only records that change the (empty) copy, i.e. all.
  */
 void bq_mclient_keep_directory(struct bq_mclient *c);

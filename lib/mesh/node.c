@@ -124,6 +124,7 @@ struct bq_node {
 	bool started, stopping;
 	uint64_t start_ms;
 	uint64_t nofile_limit;
+	uint64_t scans_summary; /* SCANs answered with SUMMARY (ctl "stats" only) */
 
 	struct bq_node_stats stats;     /* the node's own counters */
 	struct bq_link_stats closed_ls; /* link counters of links already gone */
@@ -1150,6 +1151,29 @@ static void dir_send(struct bq_node *n, struct nlink *to, const struct bq_frame 
 	bq_free(o);
 }
 
+/* A SCAN with SUMMARY: one DIRECTORY, no entries, next_cursor = the newest change number. */
+static void dir_send_summary(struct bq_node *n, struct nlink *to, const struct bq_frame *req,
+			     uint64_t cursor)
+{
+	struct dir_out *o = bq_malloc(sizeof(*o));
+
+	if (!o) {
+		return;
+	}
+	o->n = n;
+	o->to = to;
+	o->msg_id = req->msg_id;
+	o->dst = req->src_len ? req->src : NULL;
+	o->dst_len = req->src_len;
+	o->per_frame = 0;
+	o->dflags = cursor == 0 ? BQ_DIRF_SNAPSHOT : 0;
+	o->last_chg = cursor;
+	o->frames = 0;
+	dir_out_begin(o);
+	dir_out_emit(o, false, bq_dir_cursor(n->dir));
+	bq_free(o);
+}
+
 static void on_scan(struct bq_node *n, struct nlink *nl, const struct bq_frame *f)
 {
 	struct bq_scan s;
@@ -1160,8 +1184,18 @@ static void on_scan(struct bq_node *n, struct nlink *nl, const struct bq_frame *
 		return;
 	}
 	n->stats.scans_served++;
-	dir_send(n, nl, f, s.cursor, s.max_entries);
-	if (nl->role == ROLE_CLIENT && !nl->subscribed) {
+	if (s.flags & BQ_SCAN_SUMMARY) {
+		/*
+		 * "In sync as of this cursor": a link that keeps no directory copy costs one
+		 * small frame instead of a snapshot of every record.
+		 */
+		n->scans_summary++;
+		dir_send_summary(n, nl, f, s.cursor);
+	} else {
+		dir_send(n, nl, f, s.cursor, s.max_entries);
+	}
+	/* ONESHOT never ends a subscription; a later SCAN without it starts one. */
+	if (nl->role == ROLE_CLIENT && !nl->subscribed && !(s.flags & BQ_SCAN_ONESHOT)) {
 		nl->subscribed = true;
 		n->n_subscribed++;
 	}
@@ -1199,7 +1233,7 @@ static void send_hello(struct bq_node *n, struct nlink *nl)
 	uint8_t payload[BQ_NAME_MAX + 16];
 	struct bq_hello h = {
 		.role = BQ_ROLE_NODE,
-		.caps = BQ_CAP_RELAY | BQ_CAP_STORE,
+		.caps = BQ_CAP_RELAY | BQ_CAP_STORE | BQ_CAP_SCAN_FLAGS,
 		.name = n->name,
 		.name_len = (uint8_t)strlen(n->name),
 	};
@@ -2294,6 +2328,7 @@ static json_t *json_stats(struct bq_node *n)
 #define X(field) json_object_set_new(o, #field, json_integer((json_int_t)s->field));
 	NODE_COUNTERS(X)
 #undef X
+	json_object_set_new(o, "scans_summary", json_integer((json_int_t)n->scans_summary));
 	json_object_set_new(o, "held_bytes", json_integer((json_int_t)n->held_bytes));
 	json_object_set_new(o, "dedupe_size", json_integer((json_int_t)bq_dedupe_size(n->dedupe)));
 	if (n->nofile_limit) {

@@ -425,6 +425,13 @@ int bq_scan_decode(const struct bq_frame *f, struct bq_scan *out)
 	payload_cur(&c, f);
 	bq_cur_u64be(&c, &out->cursor);
 	bq_cur_u16be(&c, &out->max_entries);
+	if (!bq_cur_error(&c) && bq_cur_left(&c) > 0) {
+		/* Present means not 0: one encoding per value keeps encode(decode(b)) == b. */
+		if (bq_cur_u8(&c, &out->flags) < 0 || out->flags == 0 ||
+		    (out->flags & ~BQ_SCAN_KNOWN) != 0) {
+			return -EBADMSG;
+		}
+	}
 	return payload_done(&c);
 }
 
@@ -432,9 +439,15 @@ int bq_scan_encode(const struct bq_scan *s, uint8_t *buf, size_t cap)
 {
 	struct bq_wcur w;
 
+	if (s->flags & ~BQ_SCAN_KNOWN) {
+		return -EINVAL;
+	}
 	bq_wcur_init(&w, buf, cap);
 	bq_wcur_u64be(&w, s->cursor);
 	bq_wcur_u16be(&w, s->max_entries);
+	if (s->flags) {
+		bq_wcur_u8(&w, s->flags);
+	}
 	return payload_len(&w);
 }
 

@@ -133,15 +133,28 @@ struct bq_hello {
 };
 #define BQ_CAP_RELAY (1u << 0)
 #define BQ_CAP_STORE (1u << 1)
+/* The node understands the SCAN flags byte (BQ_SCAN_*); never send flags without it. */
+#define BQ_CAP_SCAN_FLAGS (1u << 2)
 
 struct bq_attach {
 	const char *name; /* display name */
 	uint8_t name_len;
 };
 
+/*
+ * SCAN payload: cursor u64be, max_entries u16be, then an optional flags byte (present
+ * only when not 0: a 10-byte payload means flags 0, an 11-byte one with flags 0 is not
+ * canonical and refused, so every payload re-encodes to its own bytes). Unknown flag
+ * bits are refused too: a peer must not believe a flag was honoured when it was not.
+ */
+#define BQ_SCAN_ONESHOT 1u /* answer, but do not subscribe the link to later changes */
+#define BQ_SCAN_SUMMARY 2u /* answer with one empty DIRECTORY: next_cursor = newest change */
+#define BQ_SCAN_KNOWN (BQ_SCAN_ONESHOT | BQ_SCAN_SUMMARY)
+
 struct bq_scan {
 	uint64_t cursor; /* 0: full snapshot; else changes after this cursor */
 	uint16_t max_entries;
+	uint8_t flags; /* BQ_SCAN_*; only to a node that advertised BQ_CAP_SCAN_FLAGS */
 };
 
 enum bq_presence { BQ_PRES_OFFLINE = 0, BQ_PRES_ONLINE = 1, BQ_PRES_GONE = 2 };

@@ -79,6 +79,9 @@ static void payloads(const struct bq_frame *f)
 		CHECK(f->payload_len == 0);
 	}
 	if (bq_scan_decode(f, &s) == 0) {
+		/* a flags byte is there only when not 0, and holds known bits only */
+		CHECK((s.flags & ~BQ_SCAN_KNOWN) == 0);
+		CHECK(f->payload_len == (s.flags ? 11 : 10));
 		same_payload(f, bq_scan_encode(&s, out, sizeof(out)));
 	}
 	if (bq_msg_decode(f, &m) == 0) {

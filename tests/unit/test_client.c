@@ -15,6 +15,8 @@
 #include "core/clock.h"
 #include "loop/loop.h"
 #include "mesh/client.h"
+#include "mesh/node.h"
+#include "proto/auth.h"
 #include "proto/frame.h"
 #include "testutil.h"
 #include "transport/conn.h"
@@ -51,6 +53,7 @@ struct fake_node {
 	bool no_accept_ack;    /* never answer MSG */
 	bool mute_scan;        /* never answer SCAN */
 	bool mute_all;         /* every connection ignores everything */
+	bool scan_flags;       /* HELLO advertises BQ_CAP_SCAN_FLAGS; SUMMARY is answered */
 };
 
 static struct fake_node fn;
@@ -158,6 +161,16 @@ static void answer_scan(void)
 	send_dir(&w, buf, false, 3);
 }
 
+/* SUMMARY: one DIRECTORY, no entries, "in sync as of cursor 3". */
+static void answer_summary(void)
+{
+	uint8_t buf[64];
+	struct bq_dirw w;
+
+	ck_assert_int_eq(bq_dirw_init_directory(&w, buf, sizeof(buf), 0, BQ_DIRF_SNAPSHOT), 0);
+	send_dir(&w, buf, false, 3);
+}
+
 static void handle(const struct bq_frame *f)
 {
 	struct rec *r;
@@ -182,6 +195,10 @@ static void handle(const struct bq_frame *f)
 		uint8_t p[64];
 		struct bq_hello h = { .role = BQ_ROLE_NODE, .caps = BQ_CAP_RELAY, .name = "Odin",
 				      .name_len = 4 };
+
+		if (fn.scan_flags) {
+			h.caps |= BQ_CAP_SCAN_FLAGS;
+		}
 		struct bq_frame a = { .type = BQ_T_HELLO, .msg_id = 1 };
 		int n = bq_hello_encode(&h, p, sizeof(p));
 
@@ -202,16 +219,25 @@ static void handle(const struct bq_frame *f)
 		}
 		break;
 	}
-	case BQ_T_SCAN:
+	case BQ_T_SCAN: {
+		struct bq_scan sc;
+
 		if (fn.mute_scan) {
 			break;
 		}
-		answer_scan();
+		ck_assert_int_eq(bq_scan_decode(f, &sc), 0);
+		if (sc.flags & BQ_SCAN_SUMMARY) {
+			ck_assert(fn.scan_flags); /* never sent to a node without the capability */
+			answer_summary();
+		} else {
+			answer_scan();
+		}
 		if (fn.deaf_once) {
 			fn.deaf_once = false;
 			fn.deaf = true;
 		}
 		break;
+	}
 	case BQ_T_MSG: {
 		char src[BQ_USER_ID_MAX + 1] = "", dst[BQ_USER_ID_MAX + 1] = "";
 
@@ -531,6 +557,8 @@ START_TEST(test_no_directory_copy)
 	ck_assert_int_eq(seen.dir_cb, 3);
 	ck_assert_uint_eq(bq_mclient_dir_count(c), 0);
 	ck_assert_int_eq(bq_mclient_dir_presence(c, "alice"), -ENOENT);
+	/* This node does not advertise BQ_CAP_SCAN_FLAGS: a plain 10-byte SCAN(0). */
+	ck_assert_uint_eq(nth_frame(BQ_T_SCAN, 0)->plen, 10);
 	free_client(c);
 }
 END_TEST
@@ -1046,6 +1074,212 @@ START_TEST(test_keep_directory_later)
 }
 END_TEST
 
+/* Against a node with BQ_CAP_SCAN_FLAGS, a link without a copy asks ONESHOT | SUMMARY. */
+START_TEST(test_no_directory_summary_scan)
+{
+	static const uint8_t want[11] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3 };
+	static const uint8_t plain[10] = { 0 };
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+
+	fn.scan_flags = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.no_directory = true;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	/* The user states do not change: SCANNING, then READY on the empty answer. */
+	ck_assert_int_eq(seen.n_user, 2);
+	ck_assert_int_eq(seen.user_states[0], BQ_MU_SCANNING);
+	ck_assert_int_eq(seen.user_states[1], BQ_MU_READY);
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 1);
+	ck_assert_uint_eq(nth_frame(BQ_T_SCAN, 0)->plen, 11);
+	ck_assert_mem_eq(nth_frame(BQ_T_SCAN, 0)->payload, want, 11);
+	ck_assert_int_eq(seen.dir_cb, 0);
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 0);
+	/* A second user on the synced link: READY at once, no second SCAN. */
+	u = bq_mclient_attach(c, "dave", NULL, NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 1);
+
+	/* Promotion: a plain SCAN(0), which subscribes and brings the whole snapshot. */
+	bq_mclient_keep_directory(c);
+	for (int i = 0; i < 100 && bq_mclient_dir_count(c) < 3; i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 2);
+	ck_assert_uint_eq(nth_frame(BQ_T_SCAN, 1)->plen, 10);
+	ck_assert_mem_eq(nth_frame(BQ_T_SCAN, 1)->payload, plain, 10);
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 3);
+	ck_assert_int_eq(seen.dir_cb, 3);
+
+	/* A reconnect of a link that now keeps the copy scans plainly too. */
+	bq_conn_close(fn.conn);
+	fn.conn = NULL;
+	for (int i = 0; i < 300 && count_frames(BQ_T_SCAN) < 3; i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 3);
+	ck_assert_uint_eq(nth_frame(BQ_T_SCAN, 2)->plen, 10);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	free_client(c);
+}
+END_TEST
+
+/* Promoted while the SUMMARY scan is still unanswered: a plain SCAN(0) follows it. */
+START_TEST(test_keep_directory_during_summary)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+
+	fn.scan_flags = true;
+	fn.mute_scan = true;
+	bq_mclient_config_defaults(&cfg);
+	cfg.no_directory = true;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_SCANNING, 3000));
+	run_for(50);
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 1);
+	ck_assert_uint_eq(nth_frame(BQ_T_SCAN, 0)->plen, 11);
+	bq_mclient_keep_directory(c);
+	fn.mute_scan = false;
+	answer_summary();
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	for (int i = 0; i < 100 && bq_mclient_dir_count(c) < 3; i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	ck_assert_int_eq(count_frames(BQ_T_SCAN), 2);
+	ck_assert_uint_eq(nth_frame(BQ_T_SCAN, 1)->plen, 10);
+	ck_assert_uint_eq(bq_mclient_dir_count(c), 3);
+	free_client(c);
+}
+END_TEST
+
+/* ---- against the real node engine -------------------------------------------------- */
+
+static const uint8_t KEY[BQ_KEY_LEN] = { 7, 7, 7 };
+
+struct counted {
+	int dir_cb;
+};
+
+static void cb_dir_counted(struct bq_mclient *c, const struct bq_dir_entry *e, void *ud)
+{
+	struct counted *k = ud;
+
+	k->dir_cb++;
+}
+
+static struct bq_mclient *client_at(const char *addr, bool no_directory, struct counted *k)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient_cbs cb = { .directory = cb_dir_counted };
+	struct bq_mclient *c;
+	char err[256];
+
+	bq_mclient_config_defaults(&cfg);
+	ck_assert_int_eq(bq_addr_parse(addr, &cfg.node, err, sizeof(err)), 0);
+	cfg.name = "test-client";
+	cfg.no_directory = no_directory;
+	c = bq_mclient_new(fn.loop, &cfg, &cb, k, NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_msg(bq_mclient_start(c, err, sizeof(err)) == 0, "%s", err);
+	return c;
+}
+
+static bool presence_online(void *ud)
+{
+	const struct bq_mclient *c = ((void **)ud)[0];
+	const char *id = ((void **)ud)[1];
+
+	return bq_mclient_dir_presence(c, id) == BQ_PRES_ONLINE;
+}
+
+static bool wait_online(struct bq_mclient *c, const char *id, int ms)
+{
+	void *arg[2] = { c, (void *)id };
+
+	return bq_test_run_until(fn.loop, presence_online, arg, ms);
+}
+
+static bool node_stats_has(struct bq_node *n, const char *needle)
+{
+	char *doc = bq_node_status_json(n, "stats");
+	bool yes = doc && strstr(doc, needle) != NULL;
+
+	bq_free(doc);
+	return yes;
+}
+
+/*
+ * The whole point, end to end: a link without a copy gets its users READY through one
+ * empty DIRECTORY and hears of no later change; promoted, it fills the copy and follows.
+ */
+START_TEST(test_summary_with_real_node)
+{
+	struct bq_auth *auth = bq_auth_new(KEY);
+	struct bq_node_config ncfg;
+	struct bq_node *node;
+	char addr[320], *lv[1] = { addr }, err[256];
+	struct bq_strlist ll = { .v = lv, .n = 1 };
+	struct counted kk = { 0 }, kn = { 0 };
+	struct bq_mclient *keeper, *bare;
+	struct bq_muser *u;
+
+	ck_assert_ptr_nonnull(auth);
+	snprintf(addr, sizeof(addr), "unix:%s/odin.sock", dir_path);
+	bq_node_config_defaults(&ncfg);
+	ncfg.listen = &ll;
+	ncfg.auth = auth;
+	node = bq_node_new(fn.loop, &ncfg, NULL, err, sizeof(err));
+	ck_assert_msg(node != NULL, "%s", err);
+	ck_assert_msg(bq_node_start(node, err, sizeof(err)) == 0, "%s", err);
+
+	keeper = client_at(addr, false, &kk);
+	ck_assert(wait_for_user(bq_mclient_attach(keeper, "kate", NULL, NULL), BQ_MU_READY, 3000));
+	bare = client_at(addr, true, &kn);
+	u = bq_mclient_attach(bare, "carol", NULL, NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	ck_assert(node_stats_has(node, "\"scans_summary\":1,"));
+	ck_assert_int_eq(kn.dir_cb, 0);
+	ck_assert_uint_eq(bq_mclient_dir_count(bare), 0);
+
+	/* A change: the keeper hears of it, the bare link does not. */
+	ck_assert_ptr_nonnull(bq_mclient_attach(keeper, "dave", NULL, NULL));
+	ck_assert(wait_online(keeper, "dave", 3000));
+	run_for(100);
+	ck_assert_int_eq(kn.dir_cb, 0);
+	ck_assert_int_eq(bq_muser_state(u), BQ_MU_READY);
+
+	/* Promoted: the copy fills (kate, carol, dave, Odin), later changes arrive. */
+	bq_mclient_keep_directory(bare);
+	ck_assert(wait_online(bare, "dave", 3000));
+	ck_assert_uint_eq(bq_mclient_dir_count(bare), 4);
+	ck_assert_ptr_nonnull(bq_mclient_attach(keeper, "erin", NULL, NULL));
+	ck_assert(wait_online(bare, "erin", 3000));
+	ck_assert(node_stats_has(node, "\"scans_summary\":1,"));
+
+	bq_mclient_stop(keeper);
+	bq_mclient_stop(bare);
+	for (int i = 0; i < 100 && (bq_mclient_busy(keeper) || bq_mclient_busy(bare)); i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	bq_mclient_free(keeper);
+	bq_mclient_free(bare);
+	bq_node_stop(node);
+	for (int i = 0; i < 200 && bq_node_busy(node); i++) {
+		bq_loop_run_once(fn.loop, 10);
+	}
+	bq_node_free(node);
+	bq_loop_run_once(fn.loop, 0);
+	bq_auth_free(auth);
+	unlink(addr + strlen("unix:"));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("client");
@@ -1070,6 +1304,9 @@ int main(void)
 	tcase_add_test(tc, test_alloc_failures);
 	tcase_add_test(tc, test_connect_gate);
 	tcase_add_test(tc, test_keep_directory_later);
+	tcase_add_test(tc, test_no_directory_summary_scan);
+	tcase_add_test(tc, test_keep_directory_during_summary);
+	tcase_add_test(tc, test_summary_with_real_node);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

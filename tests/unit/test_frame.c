@@ -48,6 +48,20 @@ static const char detach_hex[] =
 static const char scan_hex[] =
 	"00 2f | 01 04 00 00 00 00 | " MID(04) CLIENT TS ALICE NONE "00 0a | "
 	"00 00 00 00 00 00 00 2a | 01 00";
+/* The flags byte: ONESHOT | SUMMARY, as a link that keeps no directory copy sends it. */
+static const char scan_flags_hex[] =
+	"00 30 | 01 04 00 00 00 00 | " MID(14) CLIENT TS ALICE NONE "00 0b | "
+	"00 00 00 00 00 00 00 00 | 00 00 | 03";
+/* Well framed, payload refused: flags 0 written out (not canonical), 12 bytes, bit 0x04. */
+static const char scan_flags0_hex[] =
+	"00 30 | 01 04 00 00 00 00 | " MID(24) CLIENT TS ALICE NONE "00 0b | "
+	"00 00 00 00 00 00 00 00 | 00 00 | 00";
+static const char scan_12_hex[] =
+	"00 31 | 01 04 00 00 00 00 | " MID(34) CLIENT TS ALICE NONE "00 0c | "
+	"00 00 00 00 00 00 00 00 | 00 00 | 03 00";
+static const char scan_bit4_hex[] =
+	"00 30 | 01 04 00 00 00 00 | " MID(44) CLIENT TS ALICE NONE "00 0b | "
+	"00 00 00 00 00 00 00 00 | 00 00 | 07";
 static const char directory_hex[] =
 	"00 63 | 01 05 04 00 00 00 | " MID(05) ODIN TS NONE ALICE "00 3e | "
 	"00 00 00 00 00 00 00 07 | 01 | 00 02 | " BOB_ENTRY "| "
@@ -213,6 +227,99 @@ static void check_scan(const struct bq_frame *f)
 	ck_assert_int_eq(bq_scan_decode(f, &s), 0);
 	ck_assert_uint_eq(s.cursor, 42);
 	ck_assert_uint_eq(s.max_entries, 256);
+}
+
+static int build_scan_flags(uint8_t *buf, size_t cap)
+{
+	uint8_t p[16];
+	struct bq_scan s = { .flags = BQ_SCAN_ONESHOT | BQ_SCAN_SUMMARY };
+	struct bq_frame f = hdr(BQ_T_SCAN, 0, 0, 0x14, client_origin);
+	int n = bq_scan_encode(&s, p, sizeof(p));
+
+	ck_assert_int_eq(n, 11);
+	f.src = "alice";
+	f.src_len = 5;
+	f.payload = p;
+	f.payload_len = (uint16_t)n;
+	return bq_frame_encode(&f, buf, cap);
+}
+
+static void check_scan_flags(const struct bq_frame *f)
+{
+	struct bq_scan s;
+
+	check_hdr(f, BQ_T_SCAN, 0, 0, 0x14, client_origin, "alice", "");
+	ck_assert_uint_eq(f->payload_len, 11);
+	ck_assert_int_eq(bq_scan_decode(f, &s), 0);
+	ck_assert_uint_eq(s.cursor, 0);
+	ck_assert_uint_eq(s.max_entries, 0);
+	ck_assert_uint_eq(s.flags, BQ_SCAN_ONESHOT | BQ_SCAN_SUMMARY);
+}
+
+/*
+ * The bad SCANs are well framed (the frame codec does not look into payloads), so the
+ * encoder side builds them from raw payload bytes: bq_scan_encode would not write them.
+ */
+static int build_scan_raw(uint8_t *buf, size_t cap, unsigned n, const char *hex)
+{
+	uint8_t p[16];
+	struct bq_frame f = hdr(BQ_T_SCAN, 0, 0, n, client_origin);
+	int len = bq_test_hex(hex, p, sizeof(p));
+
+	ck_assert_int_gt(len, 0);
+	f.src = "alice";
+	f.src_len = 5;
+	f.payload = p;
+	f.payload_len = (uint16_t)len;
+	return bq_frame_encode(&f, buf, cap);
+}
+
+static void check_scan_bad(const struct bq_frame *f, unsigned n, uint16_t plen)
+{
+	struct bq_scan s;
+
+	check_hdr(f, BQ_T_SCAN, 0, 0, n, client_origin, "alice", "");
+	ck_assert_uint_eq(f->payload_len, plen);
+	ck_assert_int_eq(bq_scan_decode(f, &s), -EBADMSG);
+}
+
+static int build_scan_flags0(uint8_t *buf, size_t cap)
+{
+	uint8_t p[16];
+	struct bq_scan s = { .flags = 0 };
+
+	/* The encoder never writes a zero flags byte. */
+	ck_assert_int_eq(bq_scan_encode(&s, p, sizeof(p)), 10);
+	return build_scan_raw(buf, cap, 0x24, "00 00 00 00 00 00 00 00 00 00 00");
+}
+
+static void check_scan_flags0(const struct bq_frame *f)
+{
+	check_scan_bad(f, 0x24, 11);
+}
+
+static int build_scan_12(uint8_t *buf, size_t cap)
+{
+	return build_scan_raw(buf, cap, 0x34, "00 00 00 00 00 00 00 00 00 00 03 00");
+}
+
+static void check_scan_12(const struct bq_frame *f)
+{
+	check_scan_bad(f, 0x34, 12);
+}
+
+static int build_scan_bit4(uint8_t *buf, size_t cap)
+{
+	uint8_t p[16];
+	struct bq_scan s = { .flags = 0x07 };
+
+	ck_assert_int_eq(bq_scan_encode(&s, p, sizeof(p)), -EINVAL);
+	return build_scan_raw(buf, cap, 0x44, "00 00 00 00 00 00 00 00 00 00 07");
+}
+
+static void check_scan_bit4(const struct bq_frame *f)
+{
+	check_scan_bad(f, 0x44, 11);
 }
 
 static const struct bq_dir_entry bob_entry = {
@@ -520,6 +627,10 @@ static const struct script scripts[] = {
 	{ "ATTACH", attach_hex, 45, build_attach, check_attach },
 	{ "DETACH", detach_hex, 39, build_detach, check_detach },
 	{ "SCAN", scan_hex, 49, build_scan, check_scan },
+	{ "SCAN flags", scan_flags_hex, 50, build_scan_flags, check_scan_flags },
+	{ "SCAN flags 0 (bad)", scan_flags0_hex, 50, build_scan_flags0, check_scan_flags0 },
+	{ "SCAN 12 bytes (bad)", scan_12_hex, 51, build_scan_12, check_scan_12 },
+	{ "SCAN unknown flag (bad)", scan_bit4_hex, 50, build_scan_bit4, check_scan_bit4 },
 	{ "DIRECTORY", directory_hex, 101, build_directory, check_directory },
 	{ "ANNOUNCE", announce_hex, 77, build_announce, check_announce },
 	{ "MSG", msg_hex, 48, build_msg, check_msg },
@@ -1139,7 +1250,14 @@ static const struct payload_case payload_cases[] = {
 	/* SCAN */
 	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00", 0 },
 	{ D_SCAN, "00 00 00 00 00 00 00 00 00", -EBADMSG },
-	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 00", -EBADMSG },
+	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 00", -EBADMSG }, /* flags 0 written out */
+	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 01", 0 },        /* ONESHOT */
+	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 02", 0 },        /* SUMMARY */
+	{ D_SCAN, "00 00 00 00 00 00 00 2a 01 00 03", 0 },        /* both */
+	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 04", -EBADMSG }, /* unknown bit */
+	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 83", -EBADMSG }, /* unknown bit with known */
+	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 03 00", -EBADMSG }, /* 12 bytes */
+	{ D_SCAN, "00 00 00 00 00 00 00 00 00 00 00 00", -EBADMSG },
 	/* DIRECTORY */
 	{ D_DIR, DIR_HEAD "00 00", 0 },                       /* empty */
 	{ D_DIR, DIR_HEAD "00 01 | " LOKI_ENTRY, 0 },
@@ -1214,6 +1332,29 @@ START_TEST(test_payload_decoders)
 }
 END_TEST
 
+/* Every flags value: encode(decode(b)) == b and decode(encode(x)) == x, 10 or 11 bytes. */
+START_TEST(test_scan_flags_round_trip)
+{
+	for (unsigned flags = 0; flags <= BQ_SCAN_KNOWN; flags++) {
+		uint8_t p[16], q[16];
+		struct bq_scan s = { .cursor = 0x0102030405060708ULL, .max_entries = 0x0a0b,
+				     .flags = (uint8_t)flags };
+		struct bq_scan d;
+		struct bq_frame f = { .payload = p };
+		int n = bq_scan_encode(&s, p, sizeof(p));
+
+		ck_assert_int_eq(n, flags ? 11 : 10);
+		f.payload_len = (uint16_t)n;
+		ck_assert_int_eq(bq_scan_decode(&f, &d), 0);
+		ck_assert_uint_eq(d.cursor, s.cursor);
+		ck_assert_uint_eq(d.max_entries, s.max_entries);
+		ck_assert_uint_eq(d.flags, flags);
+		ck_assert_int_eq(bq_scan_encode(&d, q, sizeof(q)), n);
+		ck_assert_mem_eq(p, q, (size_t)n);
+	}
+}
+END_TEST
+
 START_TEST(test_long_names_refused)
 {
 	uint8_t p[128];
@@ -1272,6 +1413,11 @@ START_TEST(test_payload_encoders_refuse)
 	e.text_len = 0;
 	ck_assert_int_eq(bq_error_encode(&e, p, sizeof(p)), 4);
 	ck_assert_int_eq(bq_scan_encode(&s, p, 9), -ENOSPC);
+	s.flags = BQ_SCAN_SUMMARY;
+	ck_assert_int_eq(bq_scan_encode(&s, p, 10), -ENOSPC);
+	ck_assert_int_eq(bq_scan_encode(&s, p, 11), 11);
+	s.flags = 0x80;
+	ck_assert_int_eq(bq_scan_encode(&s, p, sizeof(p)), -EINVAL);
 	ck_assert_int_eq(bq_ping_encode(&ping, p, 7), -ENOSPC);
 }
 END_TEST
@@ -1442,6 +1588,7 @@ int main(void)
 
 	tcase_add_loop_test(tp, test_payload_decoders, 0,
 			    (int)(sizeof(payload_cases) / sizeof(payload_cases[0])));
+	tcase_add_test(tp, test_scan_flags_round_trip);
 	tcase_add_test(tp, test_long_names_refused);
 	tcase_add_test(tp, test_payload_encoders_refuse);
 	tcase_add_test(tp, test_dirw_enospc_writes_nothing);

@@ -37,6 +37,10 @@ struct rx {
 	uint8_t type, flags, ttl, status;
 	uint64_t msg_id, acked_id;
 	uint16_t code;
+	uint32_t caps;       /* HELLO */
+	uint8_t dflags;      /* DIRECTORY */
+	uint16_t count;      /* DIRECTORY entries */
+	uint64_t next_cursor; /* DIRECTORY */
 	uint8_t origin[BQ_NODE_ADDR_LEN];
 	char src[BQ_USER_ID_MAX + 1], dst[BQ_USER_ID_MAX + 1];
 	char text[320];
@@ -182,7 +186,12 @@ static void on_frame(struct bq_link *l, const struct bq_frame *f, const uint8_t 
 	memcpy(r->origin, f->origin, BQ_NODE_ADDR_LEN);
 	snprintf(r->src, sizeof(r->src), "%.*s", (int)f->src_len, f->src ? f->src : "");
 	snprintf(r->dst, sizeof(r->dst), "%.*s", (int)f->dst_len, f->dst ? f->dst : "");
-	if (f->type == BQ_T_ACK) {
+	if (f->type == BQ_T_HELLO) {
+		struct bq_hello h;
+
+		ck_assert_int_eq(bq_hello_decode(f, &h), 0);
+		r->caps = h.caps;
+	} else if (f->type == BQ_T_ACK) {
 		struct bq_ack a;
 
 		ck_assert_int_eq(bq_ack_decode(f, &a), 0);
@@ -205,6 +214,9 @@ static void on_frame(struct bq_link *l, const struct bq_frame *f, const uint8_t 
 		struct bq_dir_entry e;
 
 		ck_assert_int_eq(bq_directory_decode(f, &d), 0);
+		r->dflags = d.dflags;
+		r->count = d.count;
+		r->next_cursor = d.next_cursor;
 		bq_dir_iter_init(&it, d.entries, d.entries_len, d.count);
 		while (bq_dir_iter_next(&it, &e) == 1) {
 			size_t len = strlen(c->dir);
@@ -305,6 +317,19 @@ static void send_scan(struct tclient *c, const char *user)
 	struct bq_frame f = mkframe(BQ_T_SCAN, user, NULL, 77);
 	int n = bq_scan_encode(&s, payload, sizeof(payload));
 
+	f.payload = payload;
+	f.payload_len = (uint16_t)n;
+	ck_assert_int_eq(bq_link_send(c->link, &f), 0);
+}
+
+static void send_scan_flags(struct tclient *c, const char *user, uint8_t flags, uint64_t id)
+{
+	uint8_t payload[16];
+	struct bq_scan s = { .flags = flags };
+	struct bq_frame f = mkframe(BQ_T_SCAN, user, NULL, id);
+	int n = bq_scan_encode(&s, payload, sizeof(payload));
+
+	ck_assert_int_eq(n, flags ? 11 : 10);
 	f.payload = payload;
 	f.payload_len = (uint16_t)n;
 	ck_assert_int_eq(bq_link_send(c->link, &f), 0);
@@ -451,6 +476,7 @@ START_TEST(test_hello_client_and_node)
 	r = find(c, BQ_T_HELLO, -1, 0);
 	ck_assert_mem_eq(r->origin, a0, BQ_NODE_ADDR_LEN);
 	ck_assert(r->flags & BQ_FF_AUTH); /* the node signs its own frames */
+	ck_assert_uint_eq(r->caps, BQ_CAP_RELAY | BQ_CAP_STORE | BQ_CAP_SCAN_FLAGS);
 	ck_assert_uint_eq(bq_node_stats(E.nodes[0])->clients, 1);
 
 	p = fake_node(0);
@@ -990,6 +1016,103 @@ START_TEST(test_scan_per_frame_limit)
 }
 END_TEST
 
+/* The last frame of the answer to SCAN id (no MORE), or NULL while it has not come. */
+static const struct rx *scan_answer_end(const struct tclient *c, uint64_t id)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->rx[i].type == BQ_T_DIRECTORY && c->rx[i].msg_id == id &&
+		    !(c->rx[i].flags & BQ_FF_MORE)) {
+			return &c->rx[i];
+		}
+	}
+	return NULL;
+}
+
+static bool stats_has(int i, const char *needle)
+{
+	char *doc = bq_node_status_json(E.nodes[i], "stats");
+	bool yes = doc && strstr(doc, needle) != NULL;
+
+	bq_free(doc);
+	return yes;
+}
+
+/*
+ * SCAN flags: ONESHOT | SUMMARY is one empty DIRECTORY "in sync as of next_cursor" and no
+ * pushes; ONESHOT alone is a snapshot without pushes; a later plain SCAN(0) on the same
+ * link subscribes it (how a promoted client starts keeping the directory).
+ */
+START_TEST(test_scan_summary_oneshot)
+{
+	struct tclient *a, *b, *c;
+	const struct rx *sum, *full;
+
+	start_node(0, -1, NULL);
+	a = client_with(0, "a1");
+	b = client_with(0, "a2");
+	c = client_with(0, "a3");
+	ck_assert(stats_has(0, "\"scans_summary\":0"));
+	/* No change happens between these: one node, no attach in flight. */
+	send_scan_flags(a, "a1", BQ_SCAN_ONESHOT | BQ_SCAN_SUMMARY, 0x5A1);
+	send_scan(b, "a2");
+	send_scan_flags(c, "a3", BQ_SCAN_ONESHOT, 0x5C1);
+	ck_assert(WAIT(scan_answer_end(a, 0x5A1) && scan_answer_end(b, 77) &&
+			       scan_answer_end(c, 0x5C1),
+		       1000));
+	sum = scan_answer_end(a, 0x5A1);
+	full = scan_answer_end(b, 77);
+	ck_assert_uint_eq(count(a, BQ_T_DIRECTORY, 0x5A1), 1);
+	ck_assert_uint_eq(sum->count, 0);
+	ck_assert_uint_eq(sum->dflags, BQ_DIRF_SNAPSHOT);
+	ck_assert_str_eq(sum->dst, "a1");
+	ck_assert_uint_gt(sum->next_cursor, 0);
+	ck_assert_uint_eq(sum->next_cursor, full->next_cursor);
+	ck_assert_str_eq(a->dir, "");
+	/* ONESHOT alone: the whole snapshot, as for a plain SCAN(0). */
+	ck_assert_uint_eq(scan_answer_end(c, 0x5C1)->next_cursor, full->next_cursor);
+	ck_assert_ptr_nonnull(strstr(c->dir, "a1=1 "));
+	ck_assert_ptr_nonnull(strstr(c->dir, "a2=1 "));
+	ck_assert(stats_has(0, "\"scans_summary\":1"));
+
+	/* Another user: the subscribed link hears of it, the ONESHOT ones never do. */
+	client_with(0, "a4");
+	ck_assert(WAIT(strstr(b->dir, "a4=1 ") != NULL, 1000));
+	run_for(100);
+	ck_assert_uint_eq(count(a, BQ_T_DIRECTORY, 0), 1);
+	ck_assert_uint_eq(count(c, BQ_T_DIRECTORY, 0), count(c, BQ_T_DIRECTORY, 0x5C1));
+	ck_assert_ptr_null(strstr(c->dir, "a4="));
+
+	/* A plain SCAN(0) later: the full snapshot, then the changes. */
+	send_scan_flags(a, "a1", 0, 0x5A2);
+	ck_assert(WAIT(scan_answer_end(a, 0x5A2) != NULL, 1000));
+	ck_assert_uint_eq(scan_answer_end(a, 0x5A2)->dflags, BQ_DIRF_SNAPSHOT);
+	ck_assert_ptr_nonnull(strstr(a->dir, "a1=1 "));
+	ck_assert_ptr_nonnull(strstr(a->dir, "a4=1 "));
+	client_with(0, "a5");
+	ck_assert(WAIT(strstr(a->dir, "a5=1 ") != NULL, 1000));
+	ck_assert_ptr_null(strstr(c->dir, "a5="));
+	ck_assert(!a->closed && !b->closed && !c->closed);
+}
+END_TEST
+
+/* A SCAN payload with an unknown flag bit is malformed: ERROR 3, the link is closed. */
+START_TEST(test_scan_unknown_flag_refused)
+{
+	struct tclient *a;
+	static const uint8_t payload[11] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x04 };
+	struct bq_frame f = mkframe(BQ_T_SCAN, "a1", NULL, 0x5A3);
+
+	start_node(0, -1, NULL);
+	a = client_with(0, "a1");
+	f.payload = payload;
+	f.payload_len = sizeof(payload);
+	ck_assert_int_eq(bq_link_send(a->link, &f), 0);
+	ck_assert(WAIT(a->closed, 1000));
+	ck_assert_ptr_nonnull(find(a, BQ_T_ERROR, BQ_ERR_MALFORMED, 0));
+	ck_assert_uint_eq(count(a, BQ_T_DIRECTORY, 0), 0);
+}
+END_TEST
+
 static Suite *node_suite(void)
 {
 	Suite *s = suite_create("node");
@@ -1021,6 +1144,8 @@ static Suite *node_suite(void)
 	tcase_add_test(tc, test_accept_conn_mem_pair);
 	tcase_add_test(tc, test_stop_announces_offline);
 	tcase_add_test(tc, test_scan_per_frame_limit);
+	tcase_add_test(tc, test_scan_summary_oneshot);
+	tcase_add_test(tc, test_scan_unknown_flag_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
