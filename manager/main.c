@@ -128,7 +128,7 @@ static const struct bq_opt options[] = {
 	 "DURATION", "first reconnect delay"},
 	{"backoff-cap", 0, BQ_OPT_DURATION, OFF(backoff_cap), "30s", 1, 3600000, NULL, NULL, 0,
 	 "DURATION", "longest reconnect delay"},
-	{"connect-rate", 0, BQ_OPT_INT, OFF(connect_rate), "2000", 0, 1000000, NULL, NULL, 0, "N",
+	{"connect-rate", 0, BQ_OPT_INT, OFF(connect_rate), "2500", 0, 1000000, NULL, NULL, 0, "N",
 	 "dials per second to Odin, all links together (0: unbounded)"},
 	{"connect-burst", 0, BQ_OPT_INT, OFF(connect_burst), "100", 1, 1000000, NULL, NULL, 0, "N",
 	 "dials allowed at once before the rate applies"},

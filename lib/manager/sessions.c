@@ -145,7 +145,7 @@ void bq_sessions_config_defaults(struct bq_sessions_config *cfg)
 	cfg->backoff_base_ms = 100;
 	cfg->backoff_cap_ms = 30000;
 	/* 10,000 sessions back within 5 s of an Odin restart (ARCHITECTURE.md section 9). */
-	cfg->connect_rate = 2000;
+	cfg->connect_rate = 2500;
 	cfg->connect_burst = 100;
 	cfg->directory_links = 2;
 }

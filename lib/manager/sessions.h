@@ -62,7 +62,7 @@ struct bq_sessions_config {
 	uint32_t dead_after_ms;	       /* default 15000 */
 	uint32_t backoff_base_ms;      /* default 100 */
 	uint32_t backoff_cap_ms;       /* default 30000 */
-	uint32_t connect_rate;	       /* dials per second for all links together, default 2000 */
+	uint32_t connect_rate;	       /* dials per second for all links together, default 2500 */
 	uint32_t connect_burst;	       /* default 100 */
 	uint32_t directory_links;      /* links that keep a directory copy, default 2 */
 	uint32_t retransmit_ms;	       /* passed to the client engine (0: its default) */
