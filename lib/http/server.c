@@ -50,6 +50,8 @@ struct bq_http_server {
 	bool io_added;
 	bool hook_added;
 	struct bq_timer *timer;
+	struct bq_timer *watch_timer; /* starts hang-up watches on long suspensions */
+	uint32_t n_suspended;
 	uint16_t port;
 	bool need_run; /* a connection was resumed since the last MHD_run */
 	bool freeing;
@@ -72,6 +74,7 @@ struct bq_http_req {
 	bool too_large;
 	bool suspended; /* suspended by us and not yet resumed */
 	int watch_fd;	/* socket watched for hang-up while suspended, or -1 */
+	uint64_t suspended_us;
 	bq_http_abort_cb abort_cb;
 	void *abort_ud;
 	struct bq_http_stream *stream;
@@ -152,6 +155,7 @@ static void conn_resume(struct bq_http_req *req)
 		return;
 	}
 	req->suspended = false;
+	req->srv->n_suspended--;
 	MHD_resume_connection(req->conn);
 	/* Resuming only takes effect inside MHD_run: the before-sleep hook runs it. */
 	req->srv->need_run = true;
@@ -227,14 +231,18 @@ static int conn_fd(struct MHD_Connection *conn)
 	return ci ? ci->connect_fd : -1;
 }
 
-/* Only from inside the access handler or the content reader (MHD's rule). */
-static void conn_suspend(struct bq_http_req *req)
+/*
+ * Watching costs two epoll_ctl calls, as much as the rest of a deferred request: most
+ * deferrals (an outbox commit) end within a millisecond or two, so the watch starts
+ * only for a suspension that lasts WATCH_AFTER_MS, from one sweep timer.
+ */
+#define WATCH_AFTER_MS 200
+
+static void watch_start(struct bq_http_req *req)
 {
 	int fd = conn_fd(req->conn);
 	int rc;
 
-	MHD_suspend_connection(req->conn);
-	req->suspended = true;
 	if (fd < 0) {
 		return;
 	}
@@ -245,6 +253,36 @@ static void conn_suspend(struct bq_http_req *req)
 		return;
 	}
 	req->watch_fd = fd;
+}
+
+static void watch_sweep(struct bq_timer *t, void *user_data)
+{
+	struct bq_http_server *srv = user_data;
+	uint64_t now = now_us(srv);
+
+	for (struct bq_http_req *req = srv->reqs; req; req = req->next) {
+		if (req->suspended && req->watch_fd < 0 &&
+		    now - req->suspended_us >= WATCH_AFTER_MS * 1000ull) {
+			watch_start(req);
+		}
+	}
+	if (srv->n_suspended) {
+		bq_timer_start(t, WATCH_AFTER_MS / 2);
+	}
+}
+
+/* Only from inside the access handler or the content reader (MHD's rule). */
+static void conn_suspend(struct bq_http_req *req)
+{
+	struct bq_http_server *srv = req->srv;
+
+	MHD_suspend_connection(req->conn);
+	req->suspended = true;
+	req->suspended_us = now_us(srv);
+	srv->n_suspended++;
+	if (!bq_timer_active(srv->watch_timer)) {
+		bq_timer_start(srv->watch_timer, WATCH_AFTER_MS);
+	}
 }
 
 /* ---- replies ------------------------------------------------------------------- */
@@ -1096,7 +1134,8 @@ int bq_http_server_start(struct bq_loop *loop, struct bq_log *log,
 				   strlen(cfg->bearer_token), NULL, 0);
 	}
 	srv->timer = bq_timer_new(loop, timer_cb, srv);
-	if (!srv->timer) {
+	srv->watch_timer = bq_timer_new(loop, watch_sweep, srv);
+	if (!srv->timer || !srv->watch_timer) {
 		snprintf(err, errlen, "http server: out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -1200,6 +1239,7 @@ void bq_http_server_free(struct bq_http_server *srv)
 		bq_loop_before_sleep_remove(srv->loop, hook_cb, srv);
 	}
 	bq_timer_free(srv->timer);
+	bq_timer_free(srv->watch_timer);
 	/* Closes every connection (notify-completed frees our requests) and the listener. */
 	if (srv->mhd) {
 		MHD_stop_daemon(srv->mhd);
