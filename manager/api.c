@@ -279,6 +279,9 @@ static void set_state(struct mgr *m, uint64_t id, const char *user_id, enum bq_o
 			bq_outbox_state_name(st));
 	}
 	mgr_count_state(m, st);
+	if (!mgr_events_wanted(m)) {
+		return;
+	}
 	bq_outbox_id_format(id, hex);
 	mgr_event(m, json_pack("{s:s, s:s, s:s?, s:s, s:s, s:s?}", "type", "delivery", "message_id",
 			       hex, "user_id", user_id, "state", bq_outbox_state_name(st), "label",
@@ -431,7 +434,7 @@ static void h_send(struct bq_http_req *req, void *ud)
 {
 	struct mgr *m = mgr_of(req);
 	json_t *obj = parse_body(req);
-	char err[200];
+	char err[200], user_id[BQ_USER_ID_MAX + 1], dst[BQ_USER_ID_MAX + 1];
 	const char *text;
 	size_t len;
 	struct send_ctx *c = NULL;
@@ -441,21 +444,14 @@ static void h_send(struct bq_http_req *req, void *ud)
 	if (!obj) {
 		return;
 	}
-	c = bq_calloc(1, sizeof(*c) + BQ_TEXT_MAX);
-	if (!c) {
-		bq_http_reply_error(req, 503, "busy", "out of memory");
+	if (!get_user_id(req, obj, "user_id", user_id, sizeof(user_id))) {
 		goto out;
 	}
-	if (!get_user_id(req, obj, "user_id", c->user_id, sizeof(c->user_id))) {
-		goto out;
-	}
-	if (bq_json_get_id(obj, "destination", true, c->dst, sizeof(c->dst), err, sizeof(err)) <
-	    0) {
+	if (bq_json_get_id(obj, "destination", true, dst, sizeof(dst), err, sizeof(err)) < 0) {
 		bq_http_reply_error(req, 400, "bad_field", "%s", err);
 		goto out;
 	}
-	if (strcmp(c->dst, BQ_OUTBOX_BROADCAST_DEST) != 0 &&
-	    !bq_user_id_valid(c->dst, strlen(c->dst))) {
+	if (strcmp(dst, BQ_OUTBOX_BROADCAST_DEST) != 0 && !bq_user_id_valid(dst, strlen(dst))) {
 		bq_http_reply_error(req, 400, "bad_field",
 				    "field 'destination' must be a user id or \"broadcast\"");
 		goto out;
@@ -471,12 +467,19 @@ static void h_send(struct bq_http_req *req, void *ud)
 				    len, BQ_TEXT_MAX);
 		goto out;
 	}
-	if (!bq_sessions_get(m->reg, c->user_id)) {
+	if (!bq_sessions_get(m->reg, user_id)) {
 		bq_http_reply_error(req, 404, "unknown_user",
-				    "no session for user '%s': POST /api/connect first",
-				    c->user_id);
+				    "no session for user '%s': POST /api/connect first", user_id);
 		goto out;
 	}
+	/* Sized to the text: not zeroed, every field is set below. */
+	c = bq_malloc(sizeof(*c) + len);
+	if (!c) {
+		bq_http_reply_error(req, 503, "busy", "out of memory");
+		goto out;
+	}
+	memcpy(c->user_id, user_id, sizeof(user_id));
+	memcpy(c->dst, dst, sizeof(dst));
 	memcpy(c->text, text, len);
 	c->len = len;
 	c->m = m;

@@ -168,6 +168,11 @@ json_t *mgr_text_json(const char *s, size_t len)
 	return v;
 }
 
+bool mgr_events_wanted(const struct mgr *m)
+{
+	return m->n_sse > 0 || (have_backend(m) && m->evq);
+}
+
 void mgr_event(struct mgr *m, json_t *ev)
 {
 	char id[48];
@@ -178,7 +183,7 @@ void mgr_event(struct mgr *m, json_t *ev)
 	if (!ev) {
 		return;
 	}
-	if (m->n_sse == 0 && !(have_backend(m) && m->evq)) {
+	if (!mgr_events_wanted(m)) {
 		/* Nobody to tell: skip the encoding (four events per message sent). */
 		json_decref(ev);
 		return;

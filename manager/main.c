@@ -293,6 +293,9 @@ static void on_ack(struct bq_session *s, uint64_t msg_id, uint8_t status, const 
 			bq_outbox_state_name(st));
 	}
 	mgr_count_state(m, st);
+	if (!mgr_events_wanted(m)) {
+		return;
+	}
 	mgr_event(m, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?}", "type", "delivery", "message_id",
 			       hex, "user_id", user, "state", bq_outbox_state_name(st), "label",
 			       bq_outbox_state_label(st), "reason", reason));

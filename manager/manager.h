@@ -129,6 +129,8 @@ void mgr_backend_stop(struct mgr *m);
  * "type"; an "id" and "at" are added here. Steals the reference to ev.
  */
 void mgr_event(struct mgr *m, json_t *ev);
+/* False when no event stream is open and there is no backend: callers skip building. */
+bool mgr_events_wanted(const struct mgr *m);
 /* A JSON string of message text: valid UTF-8 as is, other bytes as '?'. NULL: ENOMEM. */
 json_t *mgr_text_json(const char *s, size_t len);
 

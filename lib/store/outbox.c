@@ -73,7 +73,9 @@ struct bq_outbox {
 	sqlite3_stmt *r_get;
 	sqlite3_stmt *r_pending;
 	size_t max_ops;
-	size_t outstanding; /* ops allocated and not yet freed (loop thread) */
+	size_t outstanding;   /* ops allocated and not yet freed (loop thread) */
+	uint64_t id_pool[64]; /* random ids, refilled 64 at a time (one getrandom, not 64) */
+	size_t id_left;
 	bool closing;
 	uint64_t rejected;
 
@@ -228,11 +230,12 @@ static const struct bq_db_migration migrations[] = {
 
 #define SQL_INSERT                                                                                 \
 	"INSERT INTO outbox (id, user_id, destination, body, state, reason, created_ms,"           \
-	" updated_ms, attempts, history) VALUES (?1, ?2, ?3, ?4, 'accepted', NULL, ?5, ?5, 0,"    \
+	" updated_ms, attempts, history) VALUES (?1, ?2, ?3, ?4, 'accepted', NULL, ?5, ?5, 0,"     \
 	" json_array(json_array('accepted', ?5, NULL)))"
 #define SQL_UPDATE                                                                                 \
 	"UPDATE outbox SET state = ?2, reason = ?3, updated_ms = ?4,"                              \
-	" attempts = attempts + ?5, history = json_insert(history, '$[#]', json_array(?2, ?4, ?3))" \
+	" attempts = attempts + ?5, history = json_insert(history, '$[#]', json_array(?2, ?4, "    \
+	"?3))"                                                                                     \
 	" WHERE id = ?1 AND state NOT IN ('delivered', 'failed', 'broadcast')"
 #define SQL_GET                                                                                    \
 	"SELECT id, user_id, destination, body, state, reason, created_ms, updated_ms,"            \
@@ -476,6 +479,16 @@ static bool name_ok(const char *s)
 	return n > 0 && n <= BQ_OUTBOX_MAX_NAME;
 }
 
+/* Loop thread only. */
+static uint64_t next_random_id(struct bq_outbox *ob)
+{
+	if (ob->id_left == 0) {
+		randombytes_buf(ob->id_pool, sizeof(ob->id_pool));
+		ob->id_left = sizeof(ob->id_pool) / sizeof(ob->id_pool[0]);
+	}
+	return ob->id_pool[--ob->id_left];
+}
+
 int bq_outbox_accept(struct bq_outbox *ob, const struct bq_outbox_new *msg, bq_outbox_accept_cb cb,
 		     void *user_data, uint64_t *id_out)
 {
@@ -509,7 +522,7 @@ int bq_outbox_accept(struct bq_outbox *ob, const struct bq_outbox_new *msg, bq_o
 	op->id = msg->id;
 	op->gen_id = msg->id == 0;
 	while (op->id == 0) {
-		randombytes_buf(&op->id, sizeof(op->id));
+		op->id = next_random_id(ob);
 	}
 	op->at_ms = bq_wall_ms();
 	op->cb = cb;
@@ -650,7 +663,8 @@ static int read_events(const char *history, size_t len, struct bq_outbox_msg *m)
 			return -ENOMEM;
 		}
 	}
-	json_array_foreach(arr, i, ev) {
+	json_array_foreach(arr, i, ev)
+	{
 		struct bq_outbox_event *out = &m->events[m->n_events];
 		json_t *at = json_array_get(ev, 1), *why = json_array_get(ev, 2);
 
