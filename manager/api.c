@@ -430,11 +430,69 @@ static void send_committed(struct bq_outbox *ob, int err, uint64_t id, void *ud)
 	bq_free(c);
 }
 
+/*
+ * One message of a send request: sender with a session, a valid destination, text of
+ * 1..BQ_TEXT_MAX bytes. Replies 400/413/404 itself (the reason starts with where, e.g.
+ * "messages[3]: ", for a batch) and returns false.
+ */
+static bool send_fields(struct bq_http_req *req, struct mgr *m, json_t *obj, const char *where,
+			char *user_id, char *dst, const char **text, size_t *len)
+{
+	char err[200];
+	int rc;
+
+	if (!json_is_object(obj)) {
+		bq_http_reply_error(req, 400, "bad_field", "%smust be an object", where);
+		return false;
+	}
+	if (bq_json_get_id(obj, "user_id", true, user_id, BQ_USER_ID_MAX + 1, err, sizeof(err)) <
+	    0) {
+		bq_http_reply_error(req, 400, "bad_field", "%s%s", where, err);
+		return false;
+	}
+	if (!bq_user_id_valid(user_id, strlen(user_id))) {
+		bq_http_reply_error(
+			req, 400, "bad_field",
+			"%sfield 'user_id' must be 1..%d characters of A-Z a-z 0-9 . _ @ : -",
+			where, BQ_USER_ID_MAX);
+		return false;
+	}
+	if (bq_json_get_id(obj, "destination", true, dst, BQ_USER_ID_MAX + 1, err, sizeof(err)) <
+	    0) {
+		bq_http_reply_error(req, 400, "bad_field", "%s%s", where, err);
+		return false;
+	}
+	if (strcmp(dst, BQ_OUTBOX_BROADCAST_DEST) != 0 && !bq_user_id_valid(dst, strlen(dst))) {
+		bq_http_reply_error(req, 400, "bad_field",
+				    "%sfield 'destination' must be a user id or \"broadcast\"",
+				    where);
+		return false;
+	}
+	rc = bq_json_get_string(obj, "message", true, 1, SIZE_MAX, text, len, err, sizeof(err));
+	if (rc < 0) {
+		bq_http_reply_error(req, 400, "bad_field", "%s%s", where, err);
+		return false;
+	}
+	if (*len > BQ_TEXT_MAX) {
+		bq_http_reply_error(req, 413, "too_large",
+				    "%sfield 'message' is %zu bytes; the mesh carries at most %d",
+				    where, *len, BQ_TEXT_MAX);
+		return false;
+	}
+	if (!bq_sessions_get(m->reg, user_id)) {
+		bq_http_reply_error(req, 404, "unknown_user",
+				    "%sno session for user '%s': POST /api/connect first", where,
+				    user_id);
+		return false;
+	}
+	return true;
+}
+
 static void h_send(struct bq_http_req *req, void *ud)
 {
 	struct mgr *m = mgr_of(req);
 	json_t *obj = parse_body(req);
-	char err[200], user_id[BQ_USER_ID_MAX + 1], dst[BQ_USER_ID_MAX + 1];
+	char user_id[BQ_USER_ID_MAX + 1], dst[BQ_USER_ID_MAX + 1];
 	const char *text;
 	size_t len;
 	struct send_ctx *c = NULL;
@@ -444,32 +502,7 @@ static void h_send(struct bq_http_req *req, void *ud)
 	if (!obj) {
 		return;
 	}
-	if (!get_user_id(req, obj, "user_id", user_id, sizeof(user_id))) {
-		goto out;
-	}
-	if (bq_json_get_id(obj, "destination", true, dst, sizeof(dst), err, sizeof(err)) < 0) {
-		bq_http_reply_error(req, 400, "bad_field", "%s", err);
-		goto out;
-	}
-	if (strcmp(dst, BQ_OUTBOX_BROADCAST_DEST) != 0 && !bq_user_id_valid(dst, strlen(dst))) {
-		bq_http_reply_error(req, 400, "bad_field",
-				    "field 'destination' must be a user id or \"broadcast\"");
-		goto out;
-	}
-	rc = bq_json_get_string(obj, "message", true, 1, SIZE_MAX, &text, &len, err, sizeof(err));
-	if (rc < 0) {
-		bq_http_reply_error(req, 400, "bad_field", "%s", err);
-		goto out;
-	}
-	if (len > BQ_TEXT_MAX) {
-		bq_http_reply_error(req, 413, "too_large",
-				    "field 'message' is %zu bytes; the mesh carries at most %d",
-				    len, BQ_TEXT_MAX);
-		goto out;
-	}
-	if (!bq_sessions_get(m->reg, user_id)) {
-		bq_http_reply_error(req, 404, "unknown_user",
-				    "no session for user '%s': POST /api/connect first", user_id);
+	if (!send_fields(req, m, obj, "", user_id, dst, &text, &len)) {
 		goto out;
 	}
 	/* Sized to the text: not zeroed, every field is set below. */
@@ -501,6 +534,174 @@ static void h_send(struct bq_http_req *req, void *ud)
 	c = NULL; /* send_committed owns it; the reply is deferred until the commit */
 out:
 	bq_free(c);
+	json_decref(obj);
+}
+
+/*
+ * POST /api/send/batch {"messages": [{user_id, destination, message}, ...]}: up to
+ * MGR_BATCH_MAX messages in one request, for a backend that sends many at once (HTTP
+ * per message costs more than the rest of the path). Every entry is validated before
+ * any is accepted (a 4xx names the entry); then each is committed like a single send,
+ * and the 202 comes when all commits are done, with one result per entry in order:
+ * {message_id, state:"accepted"} or {error, code} (503 busy when the outbox was full).
+ */
+#define MGR_BATCH_MAX 1000
+
+struct batch_entry {
+	struct batch *b;
+	uint64_t id;
+	int err; /* 1 while waiting for the commit */
+	size_t len;
+	const char *text; /* into b->texts */
+	char user_id[BQ_USER_ID_MAX + 1];
+	char dst[BQ_USER_ID_MAX + 1];
+};
+
+struct batch {
+	struct mgr *m;
+	struct bq_http_req *req; /* NULL once the client went away */
+	size_t n, waiting;
+	char *texts;
+	struct batch_entry e[];
+};
+
+static void batch_abort(struct bq_http_req *req, void *ud)
+{
+	struct batch *b = ud;
+
+	b->req = NULL;
+}
+
+static void batch_finish(struct batch *b)
+{
+	json_t *results = json_array();
+	char hex[BQ_OUTBOX_ID_LEN + 1];
+
+	for (size_t i = 0; results && i < b->n; i++) {
+		struct batch_entry *e = &b->e[i];
+
+		if (e->err == 0) {
+			bq_outbox_id_format(e->id, hex);
+			json_array_append_new(results, json_pack("{s:s, s:s}", "message_id", hex,
+								 "state", "accepted"));
+		} else {
+			json_array_append_new(
+				results, json_pack("{s:s, s:s}", "error", strerror(-e->err), "code",
+						   e->err == -EAGAIN ? "busy" : "store_error"));
+		}
+	}
+	if (b->req) {
+		reply_json(b->req, 202,
+			   json_pack("{s:o}", "messages", results ? results : json_array()));
+	} else {
+		json_decref(results);
+	}
+	bq_free(b->texts);
+	bq_free(b);
+}
+
+static void batch_committed(struct bq_outbox *ob, int err, uint64_t id, void *ud)
+{
+	struct batch_entry *e = ud;
+	struct batch *b = e->b;
+
+	e->err = err;
+	e->id = id;
+	if (err == 0) {
+		mgr_count_state(b->m, BQ_OUTBOX_ACCEPTED);
+		if (!b->m->stopping) {
+			mgr_dispatch(b->m, id, e->user_id, e->dst, e->text, e->len);
+		}
+	}
+	if (--b->waiting == 0) {
+		batch_finish(b);
+	}
+}
+
+static void h_send_batch(struct bq_http_req *req, void *ud)
+{
+	struct mgr *m = mgr_of(req);
+	json_t *obj = parse_body(req), *list, *item;
+	struct batch *b = NULL;
+	size_t n, i, total = 0, off = 0;
+	char where[48];
+
+	if (!obj) {
+		return;
+	}
+	list = json_object_get(obj, "messages");
+	if (!json_is_array(list) || json_array_size(list) == 0) {
+		bq_http_reply_error(req, 400, "bad_field",
+				    "field 'messages' must be a non-empty array");
+		goto out;
+	}
+	n = json_array_size(list);
+	if (n > MGR_BATCH_MAX) {
+		bq_http_reply_error(req, 413, "too_large", "%zu messages; at most %d per request",
+				    n, MGR_BATCH_MAX);
+		goto out;
+	}
+	b = bq_calloc(1, sizeof(*b) + n * sizeof(b->e[0]));
+	if (!b) {
+		bq_http_reply_error(req, 503, "busy", "out of memory");
+		goto out;
+	}
+	b->m = m;
+	b->n = n;
+	json_array_foreach(list, i, item)
+	{
+		struct batch_entry *e = &b->e[i];
+
+		snprintf(where, sizeof(where), "messages[%zu]: ", i);
+		if (!send_fields(req, m, item, where, e->user_id, e->dst, &e->text, &e->len)) {
+			goto out;
+		}
+		total += e->len;
+	}
+	/* The texts point into obj: copy them, obj goes at the end of this handler. */
+	b->texts = bq_malloc(total ? total : 1);
+	if (!b->texts) {
+		bq_http_reply_error(req, 503, "busy", "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		struct batch_entry *e = &b->e[i];
+
+		memcpy(b->texts + off, e->text, e->len);
+		e->text = b->texts + off;
+		off += e->len;
+		e->b = b;
+	}
+	b->req = req;
+	b->waiting = 1; /* held until every accept was tried, so no reply mid-loop */
+	for (i = 0; i < n; i++) {
+		struct batch_entry *e = &b->e[i];
+		struct bq_outbox_new nm = {.user_id = e->user_id,
+					   .destination = e->dst,
+					   .body = e->text,
+					   .body_len = e->len};
+		int rc = bq_outbox_accept(m->ob, &nm, batch_committed, e, NULL);
+
+		if (rc < 0) {
+			if (rc == -EAGAIN) {
+				m->http_rejected_busy++;
+			}
+			e->err = rc;
+		} else {
+			e->err = 1;
+			b->waiting++;
+		}
+	}
+	bq_http_req_on_abort(req, batch_abort, b);
+	if (--b->waiting == 0) {
+		batch_finish(b); /* nothing was accepted: answer now */
+	}
+	b = NULL;
+out:
+	if (b) {
+		bq_free(b->texts);
+		bq_free(b);
+	}
 	json_decref(obj);
 }
 
@@ -826,6 +1027,7 @@ const struct bq_http_route mgr_routes[] = {
 	{BQ_HTTP_POST, "/api/connect", h_connect},
 	{BQ_HTTP_POST, "/api/disconnect", h_disconnect},
 	{BQ_HTTP_POST, "/api/send", h_send},
+	{BQ_HTTP_POST, "/api/send/batch", h_send_batch},
 	{BQ_HTTP_GET, "/api/messages/*", h_message},
 	{BQ_HTTP_GET, "/api/users", h_users},
 	{BQ_HTTP_GET, "/api/clients/*", h_client},

@@ -64,6 +64,13 @@ long=$(head -c 4097 /dev/zero | tr '\0' 'a')
 expect 413 '"code":"too_large"' POST /api/send "{\"user_id\":\"42\",\"destination\":\"broadcast\",\"message\":\"$long\"}"
 big=$(head -c 70000 /dev/zero | tr '\0' 'a')
 expect 413 '"error":' POST /api/connect "{\"user_id\":\"$big\"}"
+# Batches: every entry is checked before any is accepted, and the error names it.
+expect 400 "messages\[1\]: field 'destination'" POST /api/send/batch '{"messages":[{"user_id":"42","destination":"broadcast","message":"x"},{"user_id":"42","destination":"a b","message":"y"}]}'
+expect 400 "field 'messages' must be a non-empty array" POST /api/send/batch '{"messages":{}}'
+expect 404 "messages\[0\]: no session for user 'nobody'" POST /api/send/batch '{"messages":[{"user_id":"nobody","destination":"broadcast","message":"x"}]}'
+many=$(printf '{"user_id":"42","destination":"broadcast","message":"m"},%.0s' $(seq 1 1001))
+expect 413 'at most 1000 per request' POST /api/send/batch "{\"messages\":[${many%,}]}"
+expect 202 '"messages":\[{"message_id":"[0-9a-f]*","state":"accepted"},{"message_id"' POST /api/send/batch '{"messages":[{"user_id":"42","destination":"broadcast","message":"x"},{"user_id":42,"destination":"broadcast","message":"y"}]}'
 expect 404 '"code":"not_found"' GET /api/nothing
 expect 405 '"code":"method_not_allowed"' DELETE /api/status
 expect 405 '"code":"method_not_allowed"' GET /api/send
@@ -73,6 +80,7 @@ expect 404 '"code":"unknown_user"' GET /api/clients/nobody
 # The manager still works after all of that.
 expect 200 '"status":"ok"' GET /health
 expect 200 '"total":1' GET /api/status
+expect 200 'blueq_messages_total{state="accepted"} 2' GET /metrics
 stop_manager
 
 # Token mode: everything but /health needs the bearer token.
