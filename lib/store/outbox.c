@@ -5,10 +5,11 @@
  * Threads and what each may touch:
  *   loop thread   everything in struct bq_outbox except the fields under "writer",
  *                 the read connection (rdb), op allocation and freeing, logging.
- *   writer thread the write connection (wdb) and its statements, and the ops of the
- *                 batch it has taken. It never allocates through bq_malloc (the alloc
- *                 test hook counts without a lock) and never logs (the logger is not
- *                 thread-safe): it records errors for the loop thread to report.
+ *   writer thread the write connection (wdb) and its statements, the id table (w_slots)
+ *                 and the ops of the batch it has taken. It never allocates through
+ *                 bq_malloc (the alloc test hook counts without a lock) and never logs
+ *                 (the logger is not thread-safe): it records errors for the loop thread
+ *                 to report.
  *   both          the fields under "shared", only with mu held.
  * An op is handed over through the locked lists, which is what orders every write to
  * it before the other thread's reads.
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -32,6 +34,14 @@
 /* Bound on one transaction, so a deep queue still answers its first callers soon. */
 #define BATCH_MAX 8192
 #define ID_RETRIES 4
+/* The id table groups a batch's ops by message: a power of two, at most half full. */
+#define W_SLOTS (2 * BATCH_MAX)
+_Static_assert((W_SLOTS & (W_SLOTS - 1)) == 0, "W_SLOTS must be a power of two");
+/*
+ * History entries one statement appends. The usual life (accepted, queued, sent,
+ * delivered) fits one INSERT; a longer one in one batch takes a statement per 8 more.
+ */
+#define STMT_EVENTS 8
 
 enum op_kind {
 	OP_INSERT,
@@ -40,6 +50,10 @@ enum op_kind {
 
 struct op {
 	struct op *next;
+	/* Writer, while it runs the batch: the ops of this id in queue order. */
+	struct op *gnext; /* the next op of the same id, NULL for the last */
+	struct op *gtail; /* on the first op of an id: its last op so far */
+	bool glead;	  /* the first op of its id in the batch */
 	enum op_kind kind;
 	enum bq_outbox_state state;
 	bool gen_id;
@@ -82,8 +96,9 @@ struct bq_outbox {
 	/* writer */
 	pthread_t thread;
 	struct bq_db *wdb;
-	sqlite3_stmt *w_insert;
-	sqlite3_stmt *w_update;
+	sqlite3_stmt *w_insert[STMT_EVENTS]; /* [k]: the accepted entry and k later ones */
+	sqlite3_stmt *w_update[STMT_EVENTS]; /* [k]: k + 1 entries */
+	struct op **w_slots;		     /* W_SLOTS, allocated at open */
 
 	/* shared */
 	pthread_mutex_t mu;
@@ -228,15 +243,29 @@ static const struct bq_db_migration migrations[] = {
 	    " WHERE state IN ('accepted', 'queued', 'sent');"},
 };
 
-#define SQL_INSERT                                                                                 \
+/*
+ * The statements the writer runs are built at open for 1..STMT_EVENTS history entries
+ * (prepare_writer). An insert carries the state its first changes in
+ * the batch lead to: ?5 created_ms (also the accepted entry's time), ?6 state, ?7
+ * reason, ?8 updated_ms, ?9 attempts, then state, at_ms, reason of each later entry
+ * from ?10 on.
+ */
+#define SQL_INSERT_HEAD                                                                            \
 	"INSERT INTO outbox (id, user_id, destination, body, state, reason, created_ms,"           \
-	" updated_ms, attempts, history) VALUES (?1, ?2, ?3, ?4, 'accepted', NULL, ?5, ?5, 0,"     \
-	" json_array(json_array('accepted', ?5, NULL)))"
-#define SQL_UPDATE                                                                                 \
+	" updated_ms, attempts, history) VALUES (?1, ?2, ?3, ?4, ?6, ?7, ?5, ?8, ?9,"              \
+	" json_array(json_array('accepted', ?5, NULL)"
+/*
+ * ?2 state, ?3 reason, ?4 updated_ms, ?5 attempts to add, then the entries from ?6 on,
+ * appended in order by one json_insert with a '$[#]' path each. The terminal states are
+ * spelled out rather than written as NOT IN (...): SQLite builds a temporary B-tree for
+ * an IN list of three or more constants at every execution.
+ */
+#define SQL_UPDATE_HEAD                                                                            \
 	"UPDATE outbox SET state = ?2, reason = ?3, updated_ms = ?4,"                              \
-	" attempts = attempts + ?5, history = json_insert(history, '$[#]', json_array(?2, ?4, "    \
-	"?3))"                                                                                     \
-	" WHERE id = ?1 AND state NOT IN ('delivered', 'failed', 'broadcast')"
+	" attempts = attempts + ?5, history = json_insert(history"
+#define SQL_UPDATE_TAIL                                                                            \
+	") WHERE id = ?1 AND state <> 'delivered' AND state <> 'failed'"                           \
+	" AND state <> 'broadcast'"
 #define SQL_GET                                                                                    \
 	"SELECT id, user_id, destination, body, state, reason, created_ms, updated_ms,"            \
 	" attempts, history FROM outbox WHERE id = ?1"
@@ -261,49 +290,204 @@ static int bind_opt_text(sqlite3_stmt *st, int idx, const char *s, size_t len)
 	return bq_db_bind_text(st, idx, s, len);
 }
 
-static int w_insert_one(struct bq_outbox *ob, struct op *op)
+static bool counts_attempt(enum bq_outbox_state s)
 {
-	char idbuf[BQ_OUTBOX_ID_LEN + 1];
-	sqlite3_stmt *st = ob->w_insert;
-
-	bind_id(st, 1, op->id, idbuf);
-	bq_db_bind_text(st, 2, op->user_id, op->user_id_len);
-	bq_db_bind_text(st, 3, op->dest, op->dest_len);
-	bq_db_bind_text(st, 4, op->body, op->body_len);
-	bq_db_bind_i64(st, 5, (int64_t)op->at_ms);
-	return bq_db_step_done(ob->wdb, st);
+	return s == BQ_OUTBOX_SENT || s == BQ_OUTBOX_BROADCAST;
 }
 
-static int w_insert(struct bq_outbox *ob, struct op *op)
+/* One history entry [state, at_ms, reason] at parameters idx, idx + 1, idx + 2. */
+static void bind_event(sqlite3_stmt *st, int idx, const struct op *op)
 {
-	int err = w_insert_one(ob, op);
+	const char *name = bq_outbox_state_name(op->state);
 
-	/* A generated id that collides (2^-64 per pair) gets a new one, not an error. */
-	for (int i = 0; err == -EEXIST && op->gen_id && i < ID_RETRIES; i++) {
-		do {
-			randombytes_buf(&op->id, sizeof(op->id));
-		} while (op->id == 0);
-		err = w_insert_one(ob, op);
+	bq_db_bind_text(st, idx, name, strlen(name));
+	bq_db_bind_i64(st, idx + 1, (int64_t)op->at_ms);
+	bind_opt_text(st, idx + 2, op->reason, op->reason_len);
+}
+
+/*
+ * One UPDATE per STMT_EVENTS of the n changes from first on (n > 0). The row keeps
+ * the last one's state, reason and time. Only the group's last change can be terminal,
+ * so a chunk after the first finds the row as the previous chunk left it.
+ */
+static int w_update_group(struct bq_outbox *ob, struct op *first, size_t n)
+{
+	char idbuf[BQ_OUTBOX_ID_LEN + 1];
+	struct op *op = first;
+
+	while (n > 0) {
+		size_t k = n < STMT_EVENTS ? n : STMT_EVENTS;
+		sqlite3_stmt *st = ob->w_update[k - 1];
+		const struct op *last = op;
+		const char *name;
+		int64_t attempts = 0;
+		int err;
+
+		bind_id(st, 1, first->id, idbuf);
+		for (size_t j = 0; j < k; j++, op = op->gnext) {
+			bind_event(st, 6 + 3 * (int)j, op);
+			attempts += counts_attempt(op->state);
+			last = op;
+		}
+		name = bq_outbox_state_name(last->state);
+		bq_db_bind_text(st, 2, name, strlen(name));
+		bind_opt_text(st, 3, last->reason, last->reason_len);
+		bq_db_bind_i64(st, 4, (int64_t)last->at_ms);
+		bq_db_bind_i64(st, 5, attempts);
+		/* Unknown id or terminal state: no row changes, so no history either. */
+		err = bq_db_step_done(ob->wdb, st);
+		if (err < 0) {
+			return err == -EEXIST ? -EIO : err;
+		}
+		n -= k;
+	}
+	return 0;
+}
+
+/*
+ * The new row with its first n changes (first, first->gnext, ...) already applied:
+ * one INSERT with the final state and the whole history, or more statements when
+ * the history is longer than one carries. -EEXIST when the id is taken (nothing
+ * written).
+ */
+static int w_insert_group(struct bq_outbox *ob, struct op *ins, struct op *first, size_t n)
+{
+	char idbuf[BQ_OUTBOX_ID_LEN + 1];
+	size_t k = n < STMT_EVENTS - 1 ? n : STMT_EVENTS - 1;
+	sqlite3_stmt *st = ob->w_insert[k];
+	const struct op *last = ins;
+	struct op *op = first;
+	const char *name;
+	int64_t attempts = 0;
+	int err;
+
+	bind_id(st, 1, ins->id, idbuf);
+	bq_db_bind_text(st, 2, ins->user_id, ins->user_id_len);
+	bq_db_bind_text(st, 3, ins->dest, ins->dest_len);
+	bq_db_bind_text(st, 4, ins->body, ins->body_len);
+	bq_db_bind_i64(st, 5, (int64_t)ins->at_ms);
+	for (size_t j = 0; j < k; j++, op = op->gnext) {
+		bind_event(st, 10 + 3 * (int)j, op);
+		attempts += counts_attempt(op->state);
+		last = op;
+	}
+	name = bq_outbox_state_name(last->state);
+	bq_db_bind_text(st, 6, name, strlen(name));
+	bind_opt_text(st, 7, last->reason, last->reason_len);
+	bq_db_bind_i64(st, 8, (int64_t)last->at_ms);
+	bq_db_bind_i64(st, 9, attempts);
+	err = bq_db_step_done(ob->wdb, st);
+	if (err == 0 && n > k) {
+		err = w_update_group(ob, op, n - k);
 	}
 	return err;
 }
 
-static int w_update(struct bq_outbox *ob, struct op *op)
+/* A generated id that collides (2^-64 per pair) gets a new one, not an error. */
+static int w_insert_regen(struct bq_outbox *ob, struct op *ins)
 {
-	char idbuf[BQ_OUTBOX_ID_LEN + 1];
-	const char *name = bq_outbox_state_name(op->state);
-	sqlite3_stmt *st = ob->w_update;
-	bool attempt = op->state == BQ_OUTBOX_SENT || op->state == BQ_OUTBOX_BROADCAST;
-	int err;
+	int err = -EEXIST;
 
-	bind_id(st, 1, op->id, idbuf);
-	bq_db_bind_text(st, 2, name, strlen(name));
-	bind_opt_text(st, 3, op->reason, op->reason_len);
-	bq_db_bind_i64(st, 4, (int64_t)op->at_ms);
-	bq_db_bind_i64(st, 5, attempt ? 1 : 0);
-	/* Unknown id or terminal state: no row changes, so no history either. */
-	err = bq_db_step_done(ob->wdb, st);
-	return err == -EEXIST ? -EIO : err;
+	for (int i = 0; err == -EEXIST && i < ID_RETRIES; i++) {
+		do {
+			randombytes_buf(&ins->id, sizeof(ins->id));
+		} while (ins->id == 0);
+		err = w_insert_group(ob, ins, NULL, 0);
+	}
+	return err;
+}
+
+/*
+ * Link the batch's ops of each id in queue order (gnext), the first one marked glead,
+ * through an open-addressing table by id sized for the batch. Grouping uses the ids
+ * as queued: a state change names the id its caller was given.
+ */
+static void w_group(struct bq_outbox *ob, struct op *batch, size_t n)
+{
+	unsigned bits = 4;
+	size_t cap, mask;
+
+	while ((size_t)1 << bits < 2 * n) {
+		bits++;
+	}
+	cap = (size_t)1 << bits;
+	mask = cap - 1;
+	memset(ob->w_slots, 0, cap * sizeof(*ob->w_slots));
+	for (struct op *op = batch; op; op = op->next) {
+		/* Fibonacci hashing: caller-given ids may be sequential, not random. */
+		size_t i = (size_t)((op->id * 0x9e3779b97f4a7c15ULL) >> (64 - bits));
+		struct op *lead;
+
+		while (ob->w_slots[i] && ob->w_slots[i]->id != op->id) {
+			i = (i + 1) & mask;
+		}
+		lead = ob->w_slots[i];
+		op->gnext = NULL;
+		op->glead = !lead;
+		if (lead) {
+			lead->gtail->gnext = op;
+			lead->gtail = op;
+		} else {
+			ob->w_slots[i] = op;
+			op->gtail = op;
+		}
+	}
+}
+
+/*
+ * All ops of one id, with one statement per run of them: an insert and the changes
+ * after it up to the next insert of the id, or changes alone. Changes after a terminal
+ * one are dropped here, as the UPDATE's WHERE would drop them one by one; a run of
+ * changes on a row that is terminal already is dropped whole by that WHERE.
+ */
+static int w_run_group(struct bq_outbox *ob, struct op *op)
+{
+	while (op) {
+		struct op *ins = NULL, *first;
+		size_t n = 0;
+		bool ended = false;
+		int err;
+
+		if (op->kind == OP_INSERT) {
+			ins = op;
+			op = op->gnext;
+		}
+		first = op;
+		for (; op && op->kind == OP_STATE; op = op->gnext) {
+			op->err = 0;
+			if (!ended) {
+				n++;
+				ended = bq_outbox_state_terminal(op->state);
+			}
+		}
+		if (ins) {
+			err = w_insert_group(ob, ins, first, n);
+			if (err != -EEXIST) {
+				ins->err = err;
+				if (err < 0) {
+					return err;
+				}
+				continue;
+			}
+			/*
+			 * Taken (SQLite undid the statement): the insert fails alone, or a
+			 * generated id is inserted alone under a new one. The changes were
+			 * queued for the id as given, so they go to the row already there,
+			 * exactly as they would have one by one.
+			 */
+			ins->err = ins->gen_id ? w_insert_regen(ob, ins) : -EEXIST;
+			if (ins->err < 0 && ins->err != -EEXIST) {
+				return ins->err;
+			}
+		}
+		if (n > 0) {
+			err = w_update_group(ob, first, n);
+			if (err < 0) {
+				return err;
+			}
+		}
+	}
+	return 0;
 }
 
 static void fail_batch(struct op *batch, int err)
@@ -314,22 +498,27 @@ static void fail_batch(struct op *batch, int err)
 }
 
 /*
- * One transaction for the whole batch. A duplicate caller-given id fails only its own
- * op (SQLite undoes just that statement); any other error fails the whole batch,
- * because after an I/O error or a full disk SQLite may have rolled back already.
+ * One transaction for the whole batch, one statement per message (w_run_group). A
+ * duplicate caller-given id fails only its own op (SQLite undoes just that statement);
+ * any other error fails the whole batch, because after an I/O error or a full disk
+ * SQLite may have rolled back already. Ops of different ids touch different rows, so
+ * running them grouped by id instead of interleaved changes nothing but the cost.
  */
-static int w_run_batch(struct bq_outbox *ob, struct op *batch)
+static int w_run_batch(struct bq_outbox *ob, struct op *batch, size_t n)
 {
-	int err = bq_db_begin(ob->wdb);
+	int err;
 
+	w_group(ob, batch, n);
+	err = bq_db_begin(ob->wdb);
 	if (err < 0) {
 		goto fail;
 	}
 	for (struct op *op = batch; op; op = op->next) {
-		op->err = op->kind == OP_INSERT ? w_insert(ob, op) : w_update(ob, op);
-		if (op->err < 0 && !(op->kind == OP_INSERT && op->err == -EEXIST)) {
-			err = op->err;
-			goto fail;
+		if (op->glead) {
+			err = w_run_group(ob, op);
+			if (err < 0) {
+				goto fail;
+			}
 		}
 	}
 	err = bq_db_commit(ob->wdb);
@@ -375,7 +564,7 @@ static void *writer_main(void *arg)
 		last->next = NULL;
 		pthread_mutex_unlock(&ob->mu);
 
-		err = w_run_batch(ob, batch);
+		err = w_run_batch(ob, batch, n);
 
 		pthread_mutex_lock(&ob->mu);
 		for (struct op *op = batch; op; op = op->next) {
@@ -643,7 +832,7 @@ static int dup_opt(const char *s, char **out)
 
 /*
  * The history column: a JSON array of [state, at_ms, reason|null], oldest first, written
- * only by SQL_INSERT and SQL_UPDATE. Anything else in it means a damaged row: -EBADMSG.
+ * only by the writer's INSERT and UPDATE. Anything else in it means a damaged row: -EBADMSG.
  */
 static int read_events(const char *history, size_t len, struct bq_outbox_msg *m)
 {
@@ -781,12 +970,60 @@ void bq_outbox_get_stats(struct bq_outbox *ob, struct bq_outbox_stats *out)
 
 /* ---- open / close ------------------------------------------------------------------ */
 
-static int prepare_all(struct bq_outbox *ob)
+static void sql_add(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Append to buf; on overflow *len becomes cap, which the caller checks once. */
+static void sql_add(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 {
+	va_list ap;
+	int r;
+
+	if (*len >= cap) {
+		return;
+	}
+	va_start(ap, fmt);
+	r = vsnprintf(buf + *len, cap - *len, fmt, ap);
+	va_end(ap);
+	*len = r < 0 || (size_t)r >= cap - *len ? cap : *len + (size_t)r;
+}
+
+/* Append the json_array of each of k entries whose parameters start at idx. */
+static void sql_add_events(char *buf, size_t cap, size_t *len, const char *sep, int idx, size_t k)
+{
+	for (size_t j = 0; j < k; j++, idx += 3) {
+		sql_add(buf, cap, len, "%sjson_array(?%d, ?%d, ?%d)", sep, idx, idx + 1, idx + 2);
+	}
+}
+
+static int prepare_writer(struct bq_outbox *ob)
+{
+	char sql[2048];
 	int err = 0;
 
-	err = err ? err : bq_db_prepare(ob->wdb, SQL_INSERT, &ob->w_insert);
-	err = err ? err : bq_db_prepare(ob->wdb, SQL_UPDATE, &ob->w_update);
+	for (size_t k = 0; k < STMT_EVENTS && err == 0; k++) {
+		size_t len = 0;
+
+		sql_add(sql, sizeof(sql), &len, "%s", SQL_INSERT_HEAD);
+		sql_add_events(sql, sizeof(sql), &len, ", ", 10, k);
+		sql_add(sql, sizeof(sql), &len, "))");
+		err = len < sizeof(sql) ? bq_db_prepare(ob->wdb, sql, &ob->w_insert[k]) : -EINVAL;
+		if (err < 0) {
+			break;
+		}
+		len = 0;
+		sql_add(sql, sizeof(sql), &len, "%s", SQL_UPDATE_HEAD);
+		sql_add_events(sql, sizeof(sql), &len, ", '$[#]', ", 6, k + 1);
+		sql_add(sql, sizeof(sql), &len, "%s", SQL_UPDATE_TAIL);
+		err = len < sizeof(sql) ? bq_db_prepare(ob->wdb, sql, &ob->w_update[k]) : -EINVAL;
+	}
+	return err;
+}
+
+static int prepare_all(struct bq_outbox *ob)
+{
+	int err = prepare_writer(ob);
+
 	err = err ? err : bq_db_prepare(ob->rdb, SQL_GET, &ob->r_get);
 	err = err ? err : bq_db_prepare(ob->rdb, SQL_PENDING, &ob->r_pending);
 	return err;
@@ -845,6 +1082,11 @@ int bq_outbox_open(const char *path, struct bq_loop *loop, struct bq_log *log,
 	if (err < 0) {
 		goto err;
 	}
+	ob->w_slots = bq_calloc(W_SLOTS, sizeof(*ob->w_slots));
+	if (!ob->w_slots) {
+		err = -ENOMEM;
+		goto err;
+	}
 	ob->async = bq_async_new(loop, async_cb, ob);
 	if (!ob->async) {
 		err = -ENOMEM;
@@ -875,6 +1117,7 @@ err:
 		pthread_mutex_destroy(&ob->mu);
 	}
 	bq_async_free(ob->async);
+	bq_free(ob->w_slots);
 	bq_db_close(ob->rdb);
 	bq_db_close(ob->wdb);
 	bq_free(ob);
@@ -901,5 +1144,6 @@ void bq_outbox_close(struct bq_outbox *ob)
 	bq_db_close(ob->rdb);
 	bq_db_set_log(ob->wdb, ob->log);
 	bq_db_close(ob->wdb);
+	bq_free(ob->w_slots);
 	bq_free(ob);
 }

@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "loop/loop.h"
 #include "store/db.h"
 #include "store/outbox.h"
@@ -351,6 +353,123 @@ START_TEST(test_throughput_sync_normal)
 }
 END_TEST
 
+/* ---- whole message lives: insert, queued, sent, delivered ---------------------------- */
+
+struct committed {
+	struct bq_outbox *ob;
+	uint64_t updates;
+};
+
+static bool all_committed(void *ud)
+{
+	struct committed *c = ud;
+	struct bq_outbox_stats st;
+
+	bq_outbox_get_stats(c->ob, &st);
+	return calls.n >= calls.want && st.updates >= c->updates && st.queued == 0;
+}
+
+/* Wait until want accept callbacks ran and updates state changes are committed. */
+static void wait_committed(struct bq_loop *loop, struct bq_outbox *ob, size_t want,
+			   uint64_t updates)
+{
+	struct committed c = {.ob = ob, .updates = updates};
+
+	calls.want = want;
+	ck_assert(bq_test_run_until(loop, all_committed, &c, 60000));
+	ck_assert_uint_eq(calls.n, want);
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/*
+ * n messages, each through the four writes the manager makes. lag 0: all four queued
+ * back to back (a batch holds whole lives); otherwise sent trails the insert by lag / 2
+ * messages and delivered by lag, as when the answers come back later.
+ */
+static void run_lifecycle(const char *name, size_t n, size_t lag)
+{
+	struct bq_loop *loop = bq_loop_new(NULL, NULL);
+	char path[512];
+	struct bq_outbox *ob;
+	struct bq_outbox_stats st;
+	uint64_t *ids = bq_calloc(n, sizeof(*ids));
+	double t0, t1, c0, c1;
+
+	memset(&calls, 0, sizeof(calls));
+	make_path(path, sizeof(path), name);
+	/* Room for every op at once: the figure is the writer's, not the back-pressure's. */
+	ob = open_ob(loop, path, 4 * n, false);
+	t0 = now_s();
+	c0 = cpu_s();
+	for (size_t i = 0; i < n + lag; i++) {
+		if (i < n) {
+			ck_assert_int_eq(accept1(ob, 0, "sender", "receiver",
+						 "a short chat message", &ids[i]),
+					 0);
+			ck_assert_int_eq(bq_outbox_set_state(ob, ids[i], BQ_OUTBOX_QUEUED, NULL),
+					 0);
+		}
+		if (i >= lag / 2 && i - lag / 2 < n) {
+			ck_assert_int_eq(
+				bq_outbox_set_state(ob, ids[i - lag / 2], BQ_OUTBOX_SENT, NULL), 0);
+		}
+		if (i >= lag && i - lag < n) {
+			ck_assert_int_eq(
+				bq_outbox_set_state(ob, ids[i - lag], BQ_OUTBOX_DELIVERED, NULL),
+				0);
+		}
+		if (i % 256 == 255) {
+			bq_loop_run_once(loop, 0);
+		}
+	}
+	wait_committed(loop, ob, n, 3 * (uint64_t)n);
+	t1 = now_s();
+	c1 = cpu_s();
+	bq_outbox_get_stats(ob, &st);
+	ck_assert_uint_eq(st.accepted, n);
+	ck_assert_uint_eq(st.updates, 3 * (uint64_t)n);
+	ck_assert_uint_eq(st.failed_ops, 0);
+	printf("outbox: %zu messages x (insert + queued + sent + delivered), lag %zu: %.0f msg/s "
+	       "end to end, %.1f us CPU per message (all threads), %llu commits, largest batch "
+	       "%zu\n",
+	       n, lag, (double)n / (t1 - t0), (c1 - c0) * 1e6 / (double)n,
+	       (unsigned long long)st.commits, st.max_batch);
+	for (size_t i = 0; i < n; i++) {
+		struct bq_outbox_msg *m;
+
+		ck_assert_uint_eq(calls.ids[i], ids[i]);
+		ck_assert_int_eq(calls.errs[i], 0);
+		ck_assert_int_eq(bq_outbox_get(ob, ids[i], &m), 0);
+		ck_assert_int_eq(m->state, BQ_OUTBOX_DELIVERED);
+		ck_assert_uint_eq(m->attempts, 1);
+		ck_assert_uint_eq(m->n_events, 4);
+		ck_assert_int_eq(m->events[0].state, BQ_OUTBOX_ACCEPTED);
+		ck_assert_int_eq(m->events[1].state, BQ_OUTBOX_QUEUED);
+		ck_assert_int_eq(m->events[2].state, BQ_OUTBOX_SENT);
+		ck_assert_int_eq(m->events[3].state, BQ_OUTBOX_DELIVERED);
+		ck_assert_uint_eq(m->events[3].at_ms, m->updated_ms);
+		bq_outbox_msg_free(m);
+	}
+	bq_outbox_close(ob);
+	bq_free(ids);
+	bq_loop_free(loop);
+}
+
+START_TEST(test_lifecycle_50000)
+{
+	run_lifecycle("life.db", 50000, 0);
+	run_lifecycle("life-lag.db", 50000, 2000);
+}
+END_TEST
+
 static void expect_history(struct bq_outbox_msg *m, const enum bq_outbox_state *want, size_t n)
 {
 	ck_assert_uint_eq(m->n_events, n);
@@ -437,6 +556,261 @@ START_TEST(test_states_and_history)
 	ck_assert_int_eq(bq_outbox_get(ob, 0xdeadULL, &m), -ENOENT);
 	bq_outbox_close(ob);
 	bq_loop_free(loop);
+}
+END_TEST
+
+/* ---- several changes of one message in one transaction ------------------------------- */
+
+/* One call a test made, and whether the outbox must apply it (see check_row). */
+struct rec {
+	uint64_t id;
+	enum bq_outbox_state state; /* BQ_OUTBOX_ACCEPTED: the insert */
+	const char *reason;
+	uint64_t lo, hi; /* wall clock around the call: the event's at_ms lies inside */
+	bool applies;
+	int want_err; /* inserts: what the callback must report */
+};
+
+struct recs {
+	size_t n;
+	struct rec r[128];
+};
+
+static struct rec *rec_add(struct recs *rs, uint64_t id, enum bq_outbox_state s, const char *reason,
+			   bool applies)
+{
+	struct rec *r;
+
+	ck_assert_uint_lt(rs->n, sizeof(rs->r) / sizeof(rs->r[0]));
+	r = &rs->r[rs->n++];
+	r->id = id;
+	r->state = s;
+	r->reason = reason;
+	r->applies = applies;
+	r->lo = bq_wall_ms();
+	return r;
+}
+
+static uint64_t rec_accept(struct bq_outbox *ob, struct recs *rs, uint64_t given, const char *from,
+			   int want_err)
+{
+	struct rec *r = rec_add(rs, given, BQ_OUTBOX_ACCEPTED, NULL, want_err == 0);
+	const char *body = want_err ? "overwrite?" : "m";
+
+	ck_assert_int_eq(accept1(ob, given, from, "bob", body, &r->id), 0);
+	r->hi = bq_wall_ms();
+	r->want_err = want_err;
+	return r->id;
+}
+
+static void rec_state(struct bq_outbox *ob, struct recs *rs, uint64_t id, enum bq_outbox_state s,
+		      const char *reason, bool applies)
+{
+	struct rec *r = rec_add(rs, id, s, reason, applies);
+
+	ck_assert_int_eq(bq_outbox_set_state(ob, id, s, reason), 0);
+	r->hi = bq_wall_ms();
+}
+
+/*
+ * The committed row of id: its history is exactly the applied calls on id, in call
+ * order, each with its own reason and a time taken during its call; the row's state,
+ * reason and updated_ms are the last applied call's.
+ */
+static void check_row(struct bq_outbox *ob, const struct recs *rs, uint64_t id,
+		      enum bq_outbox_state want_state, uint32_t want_attempts, size_t want_events)
+{
+	struct bq_outbox_msg *m;
+	const struct rec *last = NULL;
+	size_t k = 0;
+
+	ck_assert_int_eq(bq_outbox_get(ob, id, &m), 0);
+	ck_assert_str_eq(m->user_id, "alice");
+	ck_assert_str_eq(m->body, "m");
+	ck_assert_int_eq(m->state, want_state);
+	ck_assert_uint_eq(m->attempts, want_attempts);
+	ck_assert_uint_eq(m->n_events, want_events);
+	for (size_t i = 0; i < rs->n; i++) {
+		const struct rec *r = &rs->r[i];
+		const struct bq_outbox_event *ev;
+
+		if (r->id != id || !r->applies) {
+			continue;
+		}
+		ck_assert_uint_lt(k, m->n_events);
+		ev = &m->events[k++];
+		ck_assert_int_eq(ev->state, r->state);
+		if (r->reason) {
+			ck_assert_str_eq(ev->reason, r->reason);
+		} else {
+			ck_assert_ptr_null(ev->reason);
+		}
+		ck_assert_uint_ge(ev->at_ms, r->lo);
+		ck_assert_uint_le(ev->at_ms, r->hi);
+		last = r;
+	}
+	ck_assert_uint_eq(k, want_events);
+	ck_assert_int_eq(last->state, want_state);
+	ck_assert_uint_eq(m->created_ms, m->events[0].at_ms);
+	ck_assert_uint_eq(m->updated_ms, m->events[k - 1].at_ms);
+	if (last->reason) {
+		ck_assert_str_eq(m->reason, last->reason);
+	} else {
+		ck_assert_ptr_null(m->reason);
+	}
+	bq_outbox_msg_free(m);
+}
+
+/*
+ * Rows committed first, then one batch mixing whole lives, late changes after a terminal
+ * one, unknown ids, duplicate ids and lives longer than one statement carries. Every
+ * result is asserted; returns whether the ops after the filler really shared one
+ * transaction (the writer takes what is queued when it wakes, so a split is possible).
+ */
+static bool coalesce_round(const char *name)
+{
+	struct bq_loop *loop = bq_loop_new(NULL, NULL);
+	struct recs *rs = bq_calloc(1, sizeof(*rs));
+	char path[512];
+	struct bq_outbox *ob;
+	struct bq_outbox_stats st;
+	struct bq_db *lock = NULL;
+	struct bq_outbox_msg *m;
+	uint64_t e, d, t, u, a, b, c, l, f, dd, filler;
+	uint64_t commits0, updates0, accepted0, n_states = 0, n_ok = 0;
+	size_t first, n_accepts = 0, k = 0;
+	bool one_batch;
+
+	memset(&calls, 0, sizeof(calls));
+	make_path(path, sizeof(path), name);
+	ob = open_ob(loop, path, 0, false);
+
+	/* Rows already in the database when the batch runs. */
+	e = rec_accept(ob, rs, 0xe0, "alice", 0);
+	rec_state(ob, rs, e, BQ_OUTBOX_QUEUED, NULL, true);
+	d = rec_accept(ob, rs, 0xd0, "alice", 0);
+	t = rec_accept(ob, rs, 0x70, "alice", 0);
+	rec_state(ob, rs, t, BQ_OUTBOX_SENT, NULL, true);
+	rec_state(ob, rs, t, BQ_OUTBOX_DELIVERED, NULL, true);
+	u = rec_accept(ob, rs, 0x40, "alice", 0);
+	wait_committed(loop, ob, 4, 3);
+	bq_outbox_get_stats(ob, &st);
+	commits0 = st.commits;
+	updates0 = st.updates;
+	accepted0 = st.accepted;
+
+	/*
+	 * With the write lock held elsewhere the writer takes the filler and waits in its
+	 * BEGIN, so everything queued meanwhile is the next batch.
+	 */
+	ck_assert_int_eq(bq_db_open(path, 0, 100, NULL, &lock), 0);
+	ck_assert_int_eq(bq_db_begin(lock), 0);
+	filler = rec_accept(ob, rs, 0, "alice", 0);
+	usleep(20000);
+	first = rs->n;
+
+	a = rec_accept(ob, rs, 0, "alice", 0);
+	b = rec_accept(ob, rs, 0xb0, "alice", 0);
+	rec_state(ob, rs, a, BQ_OUTBOX_QUEUED, NULL, true);
+	rec_state(ob, rs, b, BQ_OUTBOX_QUEUED, "waiting for a link", true);
+	rec_state(ob, rs, e, BQ_OUTBOX_SENT, NULL, true);
+	rec_state(ob, rs, 0xdead, BQ_OUTBOX_SENT, NULL, false); /* unknown id */
+	rec_state(ob, rs, a, BQ_OUTBOX_SENT, NULL, true);
+	rec_state(ob, rs, t, BQ_OUTBOX_QUEUED, NULL, false); /* terminal before the batch */
+	rec_state(ob, rs, b, BQ_OUTBOX_BROADCAST, NULL, true);
+	c = rec_accept(ob, rs, 0xc0, "alice", 0);
+	rec_state(ob, rs, c, BQ_OUTBOX_FAILED, "unknown user", true); /* first change ends it */
+	rec_state(ob, rs, a, BQ_OUTBOX_DELIVERED, NULL, true);
+	rec_state(ob, rs, e, BQ_OUTBOX_DELIVERED, "acked", true);
+	/* Terminal earlier in the same batch: ignored, no history. */
+	rec_state(ob, rs, a, BQ_OUTBOX_FAILED, "late", false);
+	rec_state(ob, rs, b, BQ_OUTBOX_QUEUED, NULL, false);
+	rec_state(ob, rs, c, BQ_OUTBOX_QUEUED, NULL, false);
+	rec_state(ob, rs, c, BQ_OUTBOX_SENT, NULL, false);
+	rec_state(ob, rs, e, BQ_OUTBOX_QUEUED, "late", false);
+	rec_state(ob, rs, a, BQ_OUTBOX_SENT, NULL, false);
+	/* A caller-given id already committed fails alone; its changes go to the row there. */
+	rec_accept(ob, rs, d, "mallory", -EEXIST);
+	rec_state(ob, rs, d, BQ_OUTBOX_QUEUED, "after the duplicate", true);
+	rec_state(ob, rs, d, BQ_OUTBOX_SENT, NULL, true);
+	/* The same caller-given id twice in the batch. */
+	dd = rec_accept(ob, rs, 0xdd, "alice", 0);
+	rec_state(ob, rs, dd, BQ_OUTBOX_QUEUED, NULL, true);
+	rec_accept(ob, rs, dd, "mallory", -EEXIST);
+	rec_state(ob, rs, dd, BQ_OUTBOX_SENT, NULL, true);
+	/* A change queued before the insert of its id finds no row. */
+	rec_state(ob, rs, 0xf0, BQ_OUTBOX_QUEUED, "too early", false);
+	f = rec_accept(ob, rs, 0xf0, "alice", 0);
+	rec_state(ob, rs, f, BQ_OUTBOX_SENT, NULL, true);
+	/* Lives longer than one statement carries: a new row and a committed one. */
+	l = rec_accept(ob, rs, 0x10, "alice", 0);
+	for (int i = 0; i < 6; i++) {
+		rec_state(ob, rs, l, BQ_OUTBOX_QUEUED, i ? "retry" : NULL, true);
+		rec_state(ob, rs, u, BQ_OUTBOX_QUEUED, NULL, true);
+		rec_state(ob, rs, l, BQ_OUTBOX_SENT, NULL, true);
+		rec_state(ob, rs, u, BQ_OUTBOX_SENT, NULL, true);
+	}
+	rec_state(ob, rs, l, BQ_OUTBOX_DELIVERED, NULL, true);
+	rec_state(ob, rs, u, BQ_OUTBOX_FAILED, "expired", true);
+	rec_state(ob, rs, u, BQ_OUTBOX_DELIVERED, NULL, false);
+	ck_assert_int_eq(bq_db_commit(lock), 0);
+	bq_db_close(lock);
+
+	for (size_t i = 0; i < rs->n; i++) {
+		if (rs->r[i].state == BQ_OUTBOX_ACCEPTED) {
+			n_accepts++;
+			n_ok += i >= first - 1 && rs->r[i].want_err == 0;
+		} else if (i >= first) {
+			n_states++;
+		}
+	}
+	wait_committed(loop, ob, n_accepts, updates0 + n_states);
+	for (size_t i = 0; i < rs->n; i++) {
+		if (rs->r[i].state == BQ_OUTBOX_ACCEPTED) {
+			ck_assert_uint_eq(calls.ids[k], rs->r[i].id);
+			ck_assert_int_eq(calls.errs[k], rs->r[i].want_err);
+			k++;
+		}
+	}
+	bq_outbox_get_stats(ob, &st);
+	ck_assert_uint_eq(st.updates, updates0 + n_states);
+	ck_assert_uint_eq(st.accepted, accepted0 + n_ok);
+	ck_assert_uint_eq(st.failed_ops, 0);
+	/* The filler alone then the rest, or all of it at once: the rest shared one batch. */
+	one_batch = (st.commits == commits0 + 2 && st.max_batch == rs->n - first) ||
+		    (st.commits == commits0 + 1 && st.max_batch == rs->n - first + 1);
+	printf("outbox coalesce: %zu ops in %llu commits, largest batch %zu\n", rs->n - first + 1,
+	       (unsigned long long)(st.commits - commits0), st.max_batch);
+
+	check_row(ob, rs, filler, BQ_OUTBOX_ACCEPTED, 0, 1);
+	check_row(ob, rs, a, BQ_OUTBOX_DELIVERED, 1, 4);
+	check_row(ob, rs, b, BQ_OUTBOX_BROADCAST, 1, 3);
+	check_row(ob, rs, c, BQ_OUTBOX_FAILED, 0, 2);
+	check_row(ob, rs, e, BQ_OUTBOX_DELIVERED, 1, 4);
+	check_row(ob, rs, d, BQ_OUTBOX_SENT, 1, 3);
+	check_row(ob, rs, t, BQ_OUTBOX_DELIVERED, 1, 3);
+	check_row(ob, rs, dd, BQ_OUTBOX_SENT, 1, 3);
+	check_row(ob, rs, f, BQ_OUTBOX_SENT, 1, 2);
+	check_row(ob, rs, l, BQ_OUTBOX_DELIVERED, 6, 14);
+	check_row(ob, rs, u, BQ_OUTBOX_FAILED, 6, 14);
+	ck_assert_int_eq(bq_outbox_get(ob, 0xdead, &m), -ENOENT);
+	bq_outbox_close(ob);
+	bq_free(rs);
+	bq_loop_free(loop);
+	return one_batch;
+}
+
+START_TEST(test_coalesce_one_batch)
+{
+	bool one_batch = false;
+
+	for (int round = 0; round < 3 && !one_batch; round++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "coalesce%d.db", round);
+		one_batch = coalesce_round(name);
+	}
+	ck_assert_msg(one_batch, "the batch was split in every round");
 }
 END_TEST
 
@@ -865,7 +1239,9 @@ static Suite *outbox_suite(void)
 	tcase_add_test(tc, test_callback_order_and_duplicates);
 	tcase_add_test(tc, test_bulk_50000);
 	tcase_add_test(tc, test_throughput_sync_normal);
+	tcase_add_test(tc, test_lifecycle_50000);
 	tcase_add_test(tc, test_states_and_history);
+	tcase_add_test(tc, test_coalesce_one_batch);
 	tcase_add_test(tc, test_pending);
 	tcase_add_test(tc, test_bounded_queue);
 	tcase_add_test(tc, test_close_flushes);
