@@ -288,8 +288,16 @@ static void set_state(struct mgr *m, uint64_t id, const char *user_id, enum bq_o
 			       bq_outbox_state_label(st), "reason", reason));
 }
 
-static int unsent_add(struct mgr *m, uint64_t id)
+/*
+ * Committed messages whose session could not take them yet (its window of unsettled
+ * messages, max_outstanding, is full): a FIFO, retried as soon as receipts free room
+ * (mgr_unsent_kick from the ACK callback) and every UNSENT_RETRY_MS otherwise. Only the
+ * id and sender are kept; the text is read back from the outbox when it is retried.
+ */
+static int unsent_add(struct mgr *m, uint64_t id, const char *user_id)
 {
+	struct mgr_unsent *u;
+
 	if (m->n_unsent >= MGR_UNSENT_MAX) {
 		return -ENOBUFS;
 	}
@@ -299,11 +307,20 @@ static int unsent_add(struct mgr *m, uint64_t id)
 			return -ENOMEM;
 		}
 	}
-	m->unsent[m->n_unsent++] = id;
+	u = &m->unsent[(m->unsent_head + m->n_unsent++) % MGR_UNSENT_MAX];
+	u->id = id;
+	snprintf(u->user_id, sizeof(u->user_id), "%s", user_id);
 	if (!bq_timer_active(m->unsent_timer)) {
 		bq_timer_start(m->unsent_timer, UNSENT_RETRY_MS);
 	}
 	return 0;
+}
+
+void mgr_unsent_kick(struct mgr *m)
+{
+	if (m->n_unsent && m->unsent_timer) {
+		bq_timer_start(m->unsent_timer, 0);
+	}
 }
 
 void mgr_dispatch(struct mgr *m, uint64_t id, const char *user_id, const char *dst,
@@ -348,46 +365,58 @@ void mgr_dispatch(struct mgr *m, uint64_t id, const char *user_id, const char *d
 		set_state(m, id, user_id, BQ_OUTBOX_FAILED, "too large");
 		return;
 	default: /* -ENOBUFS, -ENOMEM: the session is full now; try again shortly */
-		if (unsent_add(m, id) < 0) {
+		if (unsent_add(m, id, user_id) < 0) {
 			set_state(m, id, user_id, BQ_OUTBOX_FAILED, "manager overloaded");
 		}
 		return;
 	}
 }
 
+#define UNSENT_PER_TICK 4096
+#define UNSENT_BLOCKED_MAX 32
+
 static void unsent_tick(struct bq_timer *t, void *ud)
 {
 	struct mgr *m = ud;
-	size_t n = m->n_unsent;
-	uint64_t *ids;
+	size_t n = m->n_unsent < UNSENT_PER_TICK ? m->n_unsent : UNSENT_PER_TICK;
+	/* Senders found full in this round: their later messages wait without a read. */
+	char blocked[UNSENT_BLOCKED_MAX][BQ_USER_ID_MAX + 1];
+	size_t n_blocked = 0;
 
-	if (n == 0) {
-		return;
-	}
-	/* Take the list; dispatch may put some back. */
-	ids = bq_malloc(n * sizeof(*ids));
-	if (!ids) {
-		bq_timer_start(t, UNSENT_RETRY_MS);
-		return;
-	}
-	memcpy(ids, m->unsent, n * sizeof(*ids));
-	m->n_unsent = 0;
 	for (size_t i = 0; i < n; i++) {
+		struct mgr_unsent u = m->unsent[m->unsent_head];
 		struct bq_outbox_msg *msg = NULL;
+		bool skip = false;
+		size_t before;
 
-		if (bq_outbox_get(m->ob, ids[i], &msg) < 0) {
-			if (unsent_add(m, ids[i]) < 0) {
-				bq_warn(m->log, MOD, "msg=\"message lost from retry list\"");
-			}
+		m->unsent_head = (m->unsent_head + 1) % MGR_UNSENT_MAX;
+		m->n_unsent--;
+		for (size_t k = 0; k < n_blocked && !skip; k++) {
+			skip = strcmp(blocked[k], u.user_id) == 0;
+		}
+		if (skip) {
+			unsent_add(m, u.id, u.user_id); /* room: it was just taken out */
 			continue;
 		}
+		if (bq_outbox_get(m->ob, u.id, &msg) < 0) {
+			/* Still committed as accepted: the next start sends it. */
+			bq_warn(m->log, MOD,
+				"msg=\"message left for the next start\" id=%016" PRIx64, u.id);
+			continue;
+		}
+		before = m->n_unsent;
 		if (!bq_outbox_state_terminal(msg->state)) {
 			mgr_dispatch(m, msg->id, msg->user_id, msg->destination, msg->body,
 				     msg->body_len);
 		}
 		bq_outbox_msg_free(msg);
+		if (m->n_unsent > before && n_blocked < UNSENT_BLOCKED_MAX) {
+			snprintf(blocked[n_blocked++], sizeof(blocked[0]), "%s", u.user_id);
+		}
 	}
-	bq_free(ids);
+	if (m->n_unsent && !bq_timer_active(t)) {
+		bq_timer_start(t, UNSENT_RETRY_MS);
+	}
 }
 
 struct send_ctx {
@@ -1072,4 +1101,5 @@ void mgr_api_stop(struct mgr *m)
 	bq_free(m->unsent);
 	m->unsent = NULL;
 	m->n_unsent = 0;
+	m->unsent_head = 0;
 }

@@ -292,6 +292,9 @@ static void on_ack(struct bq_session *s, uint64_t msg_id, uint8_t status, const 
 		bq_warn(m->log, "api", "msg=\"state not recorded\" id=%s state=%s", hex,
 			bq_outbox_state_name(st));
 	}
+	if (st != BQ_OUTBOX_SENT) {
+		mgr_unsent_kick(m); /* a settled message freed a place in the window */
+	}
 	mgr_count_state(m, st);
 	if (!mgr_events_wanted(m)) {
 		return;

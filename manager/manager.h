@@ -63,6 +63,11 @@ struct mgr_opts {
 /* Messages by state since start, for /metrics (index: enum bq_outbox_state). */
 #define MGR_MSG_STATES 6
 
+struct mgr_unsent {
+	uint64_t id;
+	char user_id[BQ_USER_ID_MAX + 1];
+};
+
 struct mgr {
 	const struct mgr_opts *o;
 	struct bq_loop *loop;
@@ -99,8 +104,8 @@ struct mgr {
 	struct bq_timer *sse_ping;
 
 	/* Committed messages that could not be handed to a session yet. */
-	uint64_t *unsent;
-	size_t n_unsent;
+	struct mgr_unsent *unsent; /* ring of MGR_UNSENT_MAX */
+	size_t unsent_head, n_unsent;
 	struct bq_timer *unsent_timer;
 
 	/* Broadcasts in flight (hex id -> non-NULL): their ACCEPTED ends them as "broadcast". */
@@ -120,6 +125,8 @@ void mgr_sse_broadcast(struct mgr *m, const char *type, const char *json, size_t
 void mgr_dispatch(struct mgr *m, uint64_t id, const char *user_id, const char *dst,
 		  const void *text, size_t len);
 void mgr_count_state(struct mgr *m, enum bq_outbox_state st);
+/* Receipts freed room in a session's window: retry the waiting messages now. */
+void mgr_unsent_kick(struct mgr *m);
 
 /* backend.c */
 int mgr_backend_start(struct mgr *m, char *err, size_t errlen);
