@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +25,7 @@
 #include "core/clock.h"
 #include "core/file.h"
 #include "core/opt.h"
+#include "core/proc.h"
 #include "manager.h"
 #include "transport/addr.h"
 
@@ -206,21 +206,6 @@ static int read_token_file(const char *path, char **out, char *err, size_t errle
 	*out = bq_strdup(buf);
 	sodium_memzero(buf, sizeof(buf));
 	return *out ? 0 : -ENOMEM;
-}
-
-static uint64_t raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-		return 0;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-		(void)getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	return (uint64_t)rl.rlim_cur;
 }
 
 /* ---- session callbacks: events for the backend and the streams, message states ---- */
@@ -495,7 +480,7 @@ int main(int argc, char **argv)
 	 */
 	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	mallopt(M_MMAP_THRESHOLD, 4 << 20);
-	m.nofile = raise_nofile();
+	m.nofile = bq_proc_raise_nofile();
 	m.started_ms = bq_wall_ms();
 	randombytes_buf(rnd, sizeof(rnd));
 	for (size_t i = 0; i < sizeof(rnd); i++) {

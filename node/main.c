@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -22,6 +21,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/opt.h"
+#include "core/proc.h"
 #include "loop/loop.h"
 #include "mesh/ctl.h"
 #include "mesh/node.h"
@@ -201,21 +201,6 @@ static int make_parent_dirs(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-static uint64_t raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-		return 0;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-		(void)getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	return (uint64_t)rl.rlim_cur;
-}
-
 /* sd_notify("READY=1") without libsystemd: one datagram to $NOTIFY_SOCKET. */
 static void notify_ready(struct bq_log *log)
 {
@@ -383,7 +368,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": out of memory\n");
 		goto out;
 	}
-	nofile = raise_nofile();
+	nofile = bq_proc_raise_nofile();
 	bq_info(app.log, "main", "msg=\"descriptor limit\" nofile=%llu",
 		(unsigned long long)nofile);
 
