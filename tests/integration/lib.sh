@@ -141,3 +141,24 @@ stop_manager() {
 mgr_stat() {
 	curl -sf "$MGR_URL/api/status?clients=0" | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2
 }
+
+# start_backend NAME ARGS...: start blueq-backend (logs $T/NAME.err), wait until it
+# listens; sets BE_PID and BE_URL.
+start_backend() {
+	local name=$1 port
+	shift
+	"$BIN/blueq-backend" "$@" >"$T/$name.out" 2>"$T/$name.err" &
+	BE_PID=$!
+	EXTRA_PIDS+=("$BE_PID")
+	for _ in $(seq 1 100); do
+		port=$(grep -o 'msg="listening" on=http://[0-9.]*:[0-9]*' "$T/$name.err" 2>/dev/null |
+			head -n 1 | sed 's/.*://') || true
+		if [ -n "$port" ]; then
+			BE_URL=http://127.0.0.1:$port
+			return 0
+		fi
+		alive "$BE_PID" || { cat "$T/$name.err" >&2; fail "blueq-backend exited during start-up"; }
+		sleep 0.1
+	done
+	fail "blueq-backend not listening within 10 s"
+}

@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Accounts: register, log in, log out, who am I. Passwords are hashed with Argon2id on
+ * the worker pool (lib/backend/auth), so the loop answers other requests meanwhile;
+ * tokens are 256-bit random, given to the browser once and stored only as a hash.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "http/json.h"
+
+#define REPLY_MAX (1u << 20)
+
+void be_reply_json(struct bq_http_req *req, unsigned status, json_t *v)
+{
+	struct bq_buf b;
+
+	if (!v) {
+		bq_http_reply_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	bq_buf_init(&b, REPLY_MAX);
+	if (bq_json_dump(v, &b) < 0) {
+		json_decref(v);
+		bq_buf_free(&b);
+		bq_http_reply_error(req, 500, "internal", "answer too large or out of memory");
+		return;
+	}
+	json_decref(v);
+	bq_http_reply(req, status, NULL, b.data, b.len);
+	bq_buf_free(&b);
+}
+
+static json_t *user_json(const struct bq_buser *u)
+{
+	return json_pack("{s:s, s:s, s:b, s:I}", "id", u->id, "username", u->username, "admin",
+			 u->is_admin, "created", (json_int_t)u->created_ms);
+}
+
+/* A new login session for u: the token goes to the browser, its hash to the store. */
+static int new_session(struct be *b, const struct bq_buser *u, char token[BQ_TOKEN_LEN + 1])
+{
+	char hash[BQ_TOKEN_HASH_HEX + 1];
+	int64_t now = (int64_t)bq_wall_ms();
+
+	bq_token_new(token);
+	bq_token_hash(token, hash);
+	return bq_bstore_session_add(b->store, hash, u->id, now, now + (int64_t)b->o->token_ttl);
+}
+
+static void reply_session(struct be *b, struct bq_http_req *req, unsigned status,
+			  const struct bq_buser *u)
+{
+	char token[BQ_TOKEN_LEN + 1];
+	int rc = new_session(b, u, token);
+
+	if (rc < 0) {
+		bq_http_reply_error(req, 500, "store_error", "cannot start a session: %s",
+				    strerror(-rc));
+		return;
+	}
+	be_reply_json(req, status, json_pack("{s:o, s:s}", "user", user_json(u), "token", token));
+}
+
+/* The body's username and password, checked; replies 400 itself. */
+static bool credentials(struct bq_http_req *req, json_t **obj, const char **name, const char **pw,
+			size_t *pwlen)
+{
+	char err[300];
+	size_t len;
+	const void *body = bq_http_req_body(req, &len);
+
+	if (bq_json_parse_object(body, len, obj, err, sizeof(err)) < 0) {
+		bq_http_reply_error(req, 400, "bad_json", "%s", err);
+		return false;
+	}
+	if (bq_json_get_string(*obj, "username", true, 1, BQ_BSTORE_NAME_MAX, name, NULL, err,
+			       sizeof(err)) < 0 ||
+	    bq_json_get_string(*obj, "password", true, 1, 4096, pw, pwlen, err, sizeof(err)) < 0) {
+		bq_http_reply_error(req, 400, "bad_field", "%s", err);
+		return false;
+	}
+	return true;
+}
+
+struct acct_ctx {
+	struct be *b;
+	struct bq_http_req *req; /* NULL once the client went away */
+	struct bq_buser user;	 /* login: the user being checked */
+	char username[BQ_BSTORE_NAME_MAX + 1];
+};
+
+static void acct_abort(struct bq_http_req *req, void *ud)
+{
+	struct acct_ctx *c = ud;
+
+	c->req = NULL;
+}
+
+static void registered(void *ud, int err, const char *hash)
+{
+	struct acct_ctx *c = ud;
+	struct be *b = c->b;
+	struct bq_buser u;
+	unsigned flags;
+	bool first = false;
+	int rc;
+
+	if (err < 0) {
+		if (c->req) {
+			bq_http_reply_error(c->req, 503, "busy", "cannot hash the password: %s",
+					    strerror(-err));
+		}
+		goto out;
+	}
+	/* The configured admin, or (none configured) whoever registers first. */
+	if (b->o->admin && b->o->admin[0]) {
+		flags = strcasecmp(b->o->admin, c->username) == 0 ? BQ_BSTORE_ADMIN : 0;
+	} else {
+		flags = BQ_BSTORE_ADMIN_IF_FIRST;
+	}
+	rc = bq_bstore_user_create(b->store, c->username, hash, flags, (int64_t)bq_wall_ms(), &u,
+				   &first);
+	if (rc == -EEXIST) {
+		if (c->req) {
+			bq_http_reply_error(c->req, 409, "name_taken", "the username '%s' is taken",
+					    c->username);
+		}
+		goto out;
+	}
+	if (rc < 0) {
+		if (c->req) {
+			bq_http_reply_error(c->req, 500, "store_error",
+					    "cannot create the user: %s", strerror(-rc));
+		}
+		goto out;
+	}
+	bq_info(b->log, "accounts", "msg=\"registered\" user=%s admin=%d", u.username, u.is_admin);
+	/* The headline path: connect the new user through the manager now, kept until done. */
+	rc = bq_bstore_pending_upsert(b->store, u.id, u.username, (int64_t)bq_wall_ms());
+	if (rc < 0) {
+		bq_warn(b->log, "accounts", "msg=\"connect not queued\" user=%s err=%d", u.username,
+			rc);
+	} else {
+		be_mesh_connect_soon(b);
+	}
+	if (c->req) {
+		reply_session(b, c->req, 201, &u);
+	}
+out:
+	bq_free(c);
+}
+
+void be_h_register(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	json_t *obj = NULL;
+	const char *name, *pw;
+	size_t pwlen;
+	char why[200];
+	struct bq_buser existing;
+	struct acct_ctx *c;
+	int rc;
+
+	if (!credentials(req, &obj, &name, &pw, &pwlen)) {
+		goto out;
+	}
+	if (!bq_username_valid(name, why, sizeof(why))) {
+		bq_http_reply_error(req, 400, "bad_username", "%s", why);
+		goto out;
+	}
+	if (!bq_password_acceptable(pw, pwlen, why, sizeof(why))) {
+		bq_http_reply_error(req, 400, "bad_password", "%s", why);
+		goto out;
+	}
+	/* Refuse a taken name before spending a hash on it (create checks again). */
+	if (bq_bstore_user_get_by_name(b->store, name, &existing) == 0) {
+		bq_http_reply_error(req, 409, "name_taken", "the username '%s' is taken", name);
+		goto out;
+	}
+	c = bq_calloc(1, sizeof(*c));
+	if (!c) {
+		bq_http_reply_error(req, 503, "busy", "out of memory");
+		goto out;
+	}
+	c->b = b;
+	c->req = req;
+	snprintf(c->username, sizeof(c->username), "%s", name);
+	rc = bq_password_hash_async(b->worker, &b->hash_params, pw, pwlen, registered, c);
+	if (rc < 0) {
+		bq_free(c);
+		bq_http_reply_error(req, 503, "busy", "cannot hash the password now: %s",
+				    strerror(-rc));
+		goto out;
+	}
+	bq_http_req_on_abort(req, acct_abort, c);
+out:
+	json_decref(obj);
+}
+
+static void logged_in(void *ud, int err, bool ok, bool needs_rehash)
+{
+	struct acct_ctx *c = ud;
+
+	if (c->req) {
+		if (err < 0 && err != -EINVAL) {
+			bq_http_reply_error(c->req, 503, "busy", "cannot check the password: %s",
+					    strerror(-err));
+		} else if (!ok) {
+			bq_http_reply_error(c->req, 401, "bad_credentials",
+					    "wrong username or password");
+		} else {
+			reply_session(c->b, c->req, 200, &c->user);
+		}
+	}
+	(void)needs_rehash; /* rehashing on login comes with the cost option's use */
+	bq_free(c);
+}
+
+void be_h_login(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	json_t *obj = NULL;
+	const char *name, *pw;
+	size_t pwlen;
+	struct acct_ctx *c = NULL;
+	int rc;
+
+	if (!credentials(req, &obj, &name, &pw, &pwlen)) {
+		goto out;
+	}
+	c = bq_calloc(1, sizeof(*c));
+	if (!c) {
+		bq_http_reply_error(req, 503, "busy", "out of memory");
+		goto out;
+	}
+	if (bq_bstore_user_get_by_name(b->store, name, &c->user) < 0) {
+		/* Same answer as a wrong password: names are not confirmed to strangers. */
+		bq_http_reply_error(req, 401, "bad_credentials", "wrong username or password");
+		goto out;
+	}
+	c->b = b;
+	c->req = req;
+	rc = bq_password_verify_async(b->worker, &b->hash_params, c->user.pass_hash, pw, pwlen,
+				      logged_in, c);
+	if (rc < 0) {
+		bq_http_reply_error(req, 503, "busy", "cannot check the password now: %s",
+				    strerror(-rc));
+		goto out;
+	}
+	bq_http_req_on_abort(req, acct_abort, c);
+	c = NULL;
+out:
+	bq_free(c);
+	json_decref(obj);
+}
+
+bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out)
+{
+	char token[BQ_TOKEN_LEN + 1], hash[BQ_TOKEN_HASH_HEX + 1];
+
+	if (!bq_bearer_parse(bq_http_req_header(req, "Authorization"), token, sizeof(token))) {
+		bq_http_reply_error(req, 401, "unauthorized",
+				    "log in first (Authorization: Bearer)");
+		return false;
+	}
+	bq_token_hash(token, hash);
+	if (bq_bstore_session_lookup(b->store, hash, (int64_t)bq_wall_ms(), out) < 0) {
+		bq_http_reply_error(req, 401, "unauthorized",
+				    "the session has ended: log in again");
+		return false;
+	}
+	return true;
+}
+
+void be_h_logout(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	char token[BQ_TOKEN_LEN + 1], hash[BQ_TOKEN_HASH_HEX + 1];
+
+	if (!bq_bearer_parse(bq_http_req_header(req, "Authorization"), token, sizeof(token))) {
+		bq_http_reply_error(req, 401, "unauthorized",
+				    "log in first (Authorization: Bearer)");
+		return;
+	}
+	bq_token_hash(token, hash);
+	if (bq_bstore_session_remove(b->store, hash) < 0) {
+		bq_http_reply_error(req, 401, "unauthorized", "no such session");
+		return;
+	}
+	be_reply_json(req, 200, json_pack("{s:b}", "logged_out", 1));
+}
+
+void be_h_me(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	struct bq_buser u;
+
+	if (be_auth_user(b, req, &u)) {
+		be_reply_json(req, 200, json_pack("{s:o}", "user", user_json(&u)));
+	}
+}

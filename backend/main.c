@@ -1,0 +1,262 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * blueq-backend: the web backend (issue 5, first slice: accounts, automatic connection
+ * of every registered user through the manager, the manager's users poll). One loop;
+ * Argon2id on a worker pool; SQLite in the data directory. See docs/backend.md.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "backend.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/file.h"
+#include "core/opt.h"
+#include "core/proc.h"
+
+#define SYNOPSIS "[OPTIONS]"
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const hash_costs[] = {"interactive", "minimum", NULL};
+
+static int check_url(const char *value, char *err, size_t errlen)
+{
+	if ((strncasecmp(value, "http://", 7) == 0 && value[7] && value[7] != '/') ||
+	    (strncasecmp(value, "https://", 8) == 0 && value[8] && value[8] != '/')) {
+		if (!strpbrk(value, " \t\r\n?#") && strlen(value) <= 1024) {
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "'%s' is not a usable http:// URL", value);
+	return -EINVAL;
+}
+
+static int check_host(const char *value, char *err, size_t errlen)
+{
+	uint8_t buf[16];
+
+	if (strcmp(value, "localhost") == 0 || inet_pton(AF_INET, value, buf) == 1 ||
+	    inet_pton(AF_INET6, value, buf) == 1) {
+		return 0;
+	}
+	snprintf(err, errlen, "'%s' is not a numeric IPv4 or IPv6 address", value);
+	return -EINVAL;
+}
+
+#define OFF(f) offsetof(struct be_opts, f)
+
+static const struct bq_opt options[] = {
+	{"port", 'p', BQ_OPT_INT, OFF(port), "5000", 0, 65535, NULL, NULL, 0, "PORT",
+	 "HTTP port (0: any free port, logged)"},
+	{"host", 0, BQ_OPT_STRING, OFF(host), "127.0.0.1", 0, 0, NULL, check_host, 0, "ADDR",
+	 "HTTP address to listen on"},
+	{"manager-url", 'm', BQ_OPT_STRING, OFF(manager_url), "http://localhost:8001", 0, 0, NULL,
+	 check_url, 0, "URL", "the client manager"},
+	{"manager-token", 0, BQ_OPT_STRING, OFF(manager_token), NULL, 0, 0, NULL, NULL, 0, "TOKEN",
+	 "bearer token for the manager's API (its --api-token)"},
+	{"data-dir", 'd', BQ_OPT_STRING, OFF(data_dir), "./data", 0, 0, NULL, NULL, 0, "DIR",
+	 "where backend.db and service.token live"},
+	{"admin", 0, BQ_OPT_STRING, OFF(admin), NULL, 0, 0, NULL, NULL, 0, "NAME",
+	 "this username is the admin (default: the first user to register)"},
+	{"hash-cost", 0, BQ_OPT_ENUM, OFF(hash_cost), "interactive", 0, 0, hash_costs, NULL, 0,
+	 "COST", "Argon2id cost: interactive, or minimum (tests only: weak)"},
+	{"token-ttl", 0, BQ_OPT_DURATION, OFF(token_ttl), "720h", 60000, 31536000000LL, NULL, NULL,
+	 0, "DURATION", "how long a login lasts"},
+	{"max-body", 0, BQ_OPT_INT, OFF(max_body), "65536", 1024, 16777216, NULL, NULL, 0, "BYTES",
+	 "largest request body (413 above)"},
+	{"log-level", 0, BQ_OPT_ENUM, OFF(log_level), "info", 0, 0, log_levels, NULL, 0, "LEVEL",
+	 "error, warn, info or debug"},
+	{"debug", 0, BQ_OPT_STRING, OFF(debug), NULL, 0, 0, NULL, NULL, 0, "MODULES",
+	 "debug lines for these modules (http,mesh,accounts or all)"},
+	{"config", 'c', BQ_OPT_CONFIG, 0, NULL, 0, 0, NULL, NULL, 0, "FILE",
+	 "read 'name = value' lines from FILE first"},
+	{"check-config", 'n', BQ_OPT_BOOL, OFF(check_config), "false", 0, 0, NULL, NULL, 0, NULL,
+	 "validate the configuration and exit"},
+	{0},
+};
+
+static void h_health(struct bq_http_req *req, void *ud)
+{
+	be_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static const struct bq_http_route routes[] = {
+	{BQ_HTTP_POST, "/api/register", be_h_register},
+	{BQ_HTTP_POST, "/api/login", be_h_login},
+	{BQ_HTTP_POST, "/api/logout", be_h_logout},
+	{BQ_HTTP_GET, "/api/me", be_h_me},
+	{BQ_HTTP_GET, "/api/bluetooth/users", be_h_users_poll},
+	{BQ_HTTP_GET, "/health", h_health},
+	{0, NULL, NULL},
+};
+
+/*
+ * The manager's service token: created on first start (mode 0600) for the manager to
+ * read with --backend-token-file; only its hash stays in memory.
+ */
+static int load_service_token(struct be *b, char *err, size_t errlen)
+{
+	char path[4200], token[BQ_TOKEN_LEN + 2];
+	int fd, rc;
+
+	snprintf(path, sizeof(path), "%.4000s/service.token", b->o->data_dir);
+	bq_token_new(token);
+	rc = bq_file_write_atomic(path, token, BQ_TOKEN_LEN, 0600, false);
+	if (rc < 0 && rc != -EEXIST) {
+		snprintf(err, errlen, "--data-dir: cannot create %.300s: %s", path, strerror(-rc));
+		return rc;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "--data-dir: cannot read %.300s: %s", path, strerror(errno));
+		return -errno;
+	}
+	rc = bq_file_read_all(fd, token, BQ_TOKEN_LEN);
+	close(fd);
+	token[BQ_TOKEN_LEN] = '\0';
+	if (rc < 0 || !bq_token_format_ok(token)) {
+		snprintf(err, errlen, "%.300s is not a service token (delete it to make a new one)",
+			 path);
+		return -EINVAL;
+	}
+	bq_token_hash(token, b->service_hash);
+	sodium_memzero(token, sizeof(token));
+	return 0;
+}
+
+static void on_signal(struct bq_loop *loop, int signo, void *ud)
+{
+	struct be *b = ud;
+
+	bq_info(b->log, "main", "msg=\"shutting down\" signal=%s", strsignal(signo));
+	bq_loop_stop(loop);
+}
+
+static int start(struct be *b, char *err, size_t errlen)
+{
+	struct bq_http_server_config cfg;
+	char path[4200];
+	int rc;
+
+	if (mkdir(b->o->data_dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "--data-dir: cannot create %.300s: %s", b->o->data_dir,
+			 strerror(errno));
+		return -errno;
+	}
+	bq_http_server_config_defaults(&cfg);
+	cfg.bind_host = b->o->host;
+	cfg.port = (uint16_t)b->o->port;
+	cfg.max_body = (size_t)b->o->max_body;
+	cfg.routes = routes;
+	cfg.user_data = b;
+	/* The port first: "in use" is then the one line a person sees. */
+	rc = bq_http_server_start(b->loop, b->log, &cfg, &b->http, err, errlen);
+	if (rc < 0) {
+		return rc;
+	}
+	snprintf(path, sizeof(path), "%.4000s/backend.db", b->o->data_dir);
+	rc = bq_bstore_open(path, b->log, &b->store);
+	if (rc < 0) {
+		snprintf(err, errlen, "--data-dir: cannot open %.300s: %s", path, strerror(-rc));
+		return rc;
+	}
+	rc = load_service_token(b, err, errlen);
+	if (rc < 0) {
+		return rc;
+	}
+	b->worker = bq_worker_new(b->loop, 2, 1024, b->log);
+	if (!b->worker) {
+		snprintf(err, errlen, "cannot start the worker threads");
+		return -ENOMEM;
+	}
+	return be_mesh_start(b, err, errlen);
+}
+
+int main(int argc, char **argv)
+{
+	struct be_opts o;
+	struct be b = {0};
+	char err[600];
+	int rc, status = 1;
+
+	memset(&o, 0, sizeof(o));
+	rc = bq_opt_parse(options, &o, argc, argv, BE_PROG, SYNOPSIS, err, sizeof(err));
+	if (rc == 1) {
+		bq_opt_free(options, &o);
+		return 0;
+	}
+	if (rc < 0) {
+		fprintf(stderr, BE_PROG ": %s\n", err);
+		bq_opt_free(options, &o);
+		return 2;
+	}
+	if (o.manager_url[strlen(o.manager_url) - 1] == '/') {
+		o.manager_url[strlen(o.manager_url) - 1] = '\0';
+	}
+	if (o.check_config) {
+		printf(BE_PROG ": configuration OK (http %s:%" PRId64 ", manager %s, data %s)\n",
+		       o.host, o.port, o.manager_url, o.data_dir);
+		bq_opt_free(options, &o);
+		return 0;
+	}
+	b.o = &o;
+	signal(SIGPIPE, SIG_IGN);
+	if (sodium_init() < 0) {
+		fprintf(stderr, BE_PROG ": libsodium failed to initialise\n");
+		goto out;
+	}
+	b.hash_params = bq_auth_params_default();
+	if (o.hash_cost == 1) {
+		b.hash_params.opslimit = crypto_pwhash_OPSLIMIT_MIN;
+		b.hash_params.memlimit = crypto_pwhash_MEMLIMIT_MIN;
+	}
+	b.log = bq_log_new(BE_PROG);
+	if (!b.log) {
+		fprintf(stderr, BE_PROG ": out of memory\n");
+		goto out;
+	}
+	bq_log_set_level(b.log, (enum bq_log_level)o.log_level);
+	if (o.debug && bq_log_set_debug_modules(b.log, o.debug) < 0) {
+		goto out;
+	}
+	(void)bq_proc_raise_nofile();
+	b.loop = bq_loop_new(NULL, b.log);
+	/* Signals before any thread, so the workers inherit the blocked mask. */
+	if (!b.loop || bq_loop_signal(b.loop, SIGTERM, on_signal, &b) < 0 ||
+	    bq_loop_signal(b.loop, SIGINT, on_signal, &b) < 0) {
+		fprintf(stderr, BE_PROG ": cannot create the event loop\n");
+		goto out;
+	}
+	rc = start(&b, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, BE_PROG ": %s\n", err);
+		status = rc == -EADDRINUSE || rc == -EACCES ? 2 : 1;
+		goto out;
+	}
+	bq_info(b.log, "main", "msg=\"listening\" on=http://%s:%u manager=%s data=%s version=%s",
+		o.host, bq_http_server_port(b.http), o.manager_url, o.data_dir, BQ_VERSION_STRING);
+	rc = bq_loop_run(b.loop);
+	status = rc < 0 ? 1 : 0;
+out:
+	b.stopping = true;
+	bq_http_server_free(b.http); /* pending requests see their abort callbacks */
+	bq_worker_free(b.worker);    /* hashes still queued are cancelled */
+	be_mesh_stop(&b);
+	bq_bstore_close(b.store);
+	bq_loop_free(b.loop);
+	bq_log_free(b.log);
+	bq_opt_free(options, &o);
+	return status;
+}
