@@ -16,6 +16,7 @@
 #include "backend/auth.h"
 #include "backend/store.h"
 #include "core/backoff.h"
+#include "core/map.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/client.h"
@@ -57,6 +58,13 @@ struct be {
 	unsigned in_flight;
 	bool manager_reachable;
 	uint64_t connects_ok, connects_failed;
+
+	/* bluetooth.c: user id -> struct be_bt_user, from the manager's events. */
+	struct bq_map *bt_users;
+	uint64_t events_applied, events_repeated;
+
+	/* chat.c: browser event streams. */
+	void *chat; /* struct be_chat, private to chat.c */
 };
 
 /* accounts.c */
@@ -68,6 +76,48 @@ void be_h_me(struct bq_http_req *req, void *ud);
 bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out);
 /* Reply with a JSON value (stolen). */
 void be_reply_json(struct bq_http_req *req, unsigned status, json_t *v);
+
+/* bluetooth.c: what the manager tells (POST /api/bluetooth/events) and the seed's
+ * Bluetooth endpoints. */
+struct be_bt_user {
+	char state[16];	   /* the manager's session state: "ready", "backoff", ... ("" unknown) */
+	char presence[16]; /* mesh presence: "online", "offline", "gone" ("" unknown) */
+	char home[18];	   /* home node address, "" unknown */
+	char name[BQ_BSTORE_NAME_MAX + 1];
+	bool web; /* a web user of this backend (else a mesh-only user) */
+};
+int be_bt_start(struct be *b, char *err, size_t errlen);
+void be_bt_stop(struct be *b);
+/* Everything known of a user id from the manager's events, or NULL. */
+const struct be_bt_user *be_bt_get(const struct be *b, const char *user_id);
+/* Every user the manager reported (web and mesh), in no order. */
+void be_bt_foreach(const struct be *b,
+		   void (*fn)(const char *user_id, const struct be_bt_user *u, void *ud), void *ud);
+void be_h_bt_events(struct bq_http_req *req, void *ud);
+void be_h_bt_manager_status(struct bq_http_req *req, void *ud);
+void be_h_bt_manager_connect(struct bq_http_req *req, void *ud);
+void be_h_bt_manager_disconnect(struct bq_http_req *req, void *ud);
+void be_h_bt_send(struct bq_http_req *req, void *ud);
+/* The manager's service token check (mesh.c); replies 401 itself. */
+bool be_service_auth(struct be *b, struct bq_http_req *req);
+
+/* chat.c: contacts, messages, live events to browsers. */
+int be_chat_start(struct be *b, char *err, size_t errlen);
+void be_chat_stop(struct be *b);
+/*
+ * Publish an event to browsers: to every logged-in stream, or only to the streams of
+ * the users named (to_a, to_b; NULL for none). ev is stolen; "type" is its event name.
+ */
+void be_chat_publish(struct be *b, json_t *ev, const char *to_a, const char *to_b);
+/* A message event from the manager: store once (by id), publish to its two sides. */
+void be_chat_inbound(struct be *b, const char *msg_id, const char *from, const char *to,
+		     const char *text, int64_t at_ms);
+/* A delivery event: record the state (terminal states stay), publish to the sender. */
+void be_chat_delivery(struct be *b, const char *msg_id, const char *state, const char *reason);
+void be_h_contacts(struct bq_http_req *req, void *ud);
+void be_h_messages_get(struct bq_http_req *req, void *ud);
+void be_h_messages_post(struct bq_http_req *req, void *ud);
+void be_h_events(struct bq_http_req *req, void *ud);
 
 /* mesh.c */
 int be_mesh_start(struct be *b, char *err, size_t errlen);

@@ -98,6 +98,15 @@ static const struct bq_http_route routes[] = {
 	{BQ_HTTP_POST, "/api/logout", be_h_logout},
 	{BQ_HTTP_GET, "/api/me", be_h_me},
 	{BQ_HTTP_GET, "/api/bluetooth/users", be_h_users_poll},
+	{BQ_HTTP_POST, "/api/bluetooth/events", be_h_bt_events},
+	{BQ_HTTP_GET, "/api/bluetooth/manager/status", be_h_bt_manager_status},
+	{BQ_HTTP_POST, "/api/bluetooth/manager/connect/*", be_h_bt_manager_connect},
+	{BQ_HTTP_POST, "/api/bluetooth/manager/disconnect/*", be_h_bt_manager_disconnect},
+	{BQ_HTTP_POST, "/api/bluetooth/send", be_h_bt_send},
+	{BQ_HTTP_GET, "/api/contacts", be_h_contacts},
+	{BQ_HTTP_GET, "/api/messages", be_h_messages_get},
+	{BQ_HTTP_POST, "/api/messages", be_h_messages_post},
+	{BQ_HTTP_GET, "/api/events", be_h_events},
 	{BQ_HTTP_GET, "/health", h_health},
 	{0, NULL, NULL},
 };
@@ -176,12 +185,20 @@ static int start(struct be *b, char *err, size_t errlen)
 	if (rc < 0) {
 		return rc;
 	}
+	rc = be_bt_start(b, err, errlen);
+	if (rc < 0) {
+		return rc;
+	}
 	b->worker = bq_worker_new(b->loop, 2, 1024, b->log);
 	if (!b->worker) {
 		snprintf(err, errlen, "cannot start the worker threads");
 		return -ENOMEM;
 	}
-	return be_mesh_start(b, err, errlen);
+	rc = be_mesh_start(b, err, errlen);
+	if (rc < 0) {
+		return rc;
+	}
+	return be_chat_start(b, err, errlen);
 }
 
 int main(int argc, char **argv)
@@ -254,6 +271,9 @@ out:
 	bq_http_server_free(b.http); /* pending requests see their abort callbacks */
 	bq_worker_free(b.worker);    /* hashes still queued are cancelled */
 	be_mesh_stop(&b);
+	/* After the server (streams' closed callbacks) and the client (sends' callbacks). */
+	be_chat_stop(&b);
+	be_bt_stop(&b);
 	bq_bstore_close(b.store);
 	bq_loop_free(b.loop);
 	bq_log_free(b.log);

@@ -173,7 +173,7 @@ static int poll_add(void *ud, const struct bq_buser_change *c)
 		       : 0;
 }
 
-static bool service_auth(struct be *b, struct bq_http_req *req)
+bool be_service_auth(struct be *b, struct bq_http_req *req)
 {
 	char token[BQ_TOKEN_LEN + 1], hash[BQ_TOKEN_HASH_HEX + 1];
 
@@ -201,7 +201,7 @@ void be_h_users_poll(struct bq_http_req *req, void *ud)
 	char cur[32];
 	int rc;
 
-	if (!service_auth(b, req)) {
+	if (!be_service_auth(b, req)) {
 		json_decref(w.users);
 		return;
 	}

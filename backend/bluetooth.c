@@ -1,0 +1,407 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the manager tells the backend (POST /api/bluetooth/events: session states,
+ * directory changes, inbound messages, delivery states; applied once each by event id,
+ * in one transaction per batch), and the seed's Bluetooth endpoints, which act through
+ * the manager: /api/bluetooth/manager/status, .../connect/<user_id>,
+ * .../disconnect/<user_id>, /api/bluetooth/send. A user acts only as themselves; the
+ * admin for anyone.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "backend.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "http/json.h"
+#include "proto/frame.h"
+
+static const char *const MOD = "bluetooth";
+
+#define BT_USERS_MAX 100000 /* users remembered from the manager's events */
+#define PROXY_TIMEOUT_MS 5000
+
+int be_bt_start(struct be *b, char *err, size_t errlen)
+{
+	b->bt_users = bq_map_new();
+	if (!b->bt_users) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void be_bt_stop(struct be *b)
+{
+	size_t pos = 0, klen;
+	const char *k;
+	struct be_bt_user *u;
+
+	if (!b->bt_users) {
+		return;
+	}
+	while ((u = bq_map_next(b->bt_users, &pos, &k, &klen))) {
+		bq_free(u);
+	}
+	bq_map_free(b->bt_users);
+	b->bt_users = NULL;
+}
+
+const struct be_bt_user *be_bt_get(const struct be *b, const char *user_id)
+{
+	return b->bt_users && user_id ? bq_map_get(b->bt_users, user_id, strlen(user_id)) : NULL;
+}
+
+void be_bt_foreach(const struct be *b,
+		   void (*fn)(const char *user_id, const struct be_bt_user *u, void *ud), void *ud)
+{
+	size_t pos = 0, klen;
+	const char *k;
+	struct be_bt_user *u;
+	char id[BQ_USER_ID_MAX + 1];
+
+	while (b->bt_users && (u = bq_map_next(b->bt_users, &pos, &k, &klen))) {
+		if (klen < sizeof(id)) {
+			memcpy(id, k, klen);
+			id[klen] = '\0';
+			fn(id, u, ud);
+		}
+	}
+}
+
+/* The record for user_id, created on first sight (NULL: invalid id, full, or ENOMEM). */
+static struct be_bt_user *bt_user(struct be *b, const char *user_id)
+{
+	size_t len = user_id ? strlen(user_id) : 0;
+	struct be_bt_user *u;
+	struct bq_buser web;
+
+	if (!len || !bq_user_id_valid(user_id, len)) {
+		return NULL;
+	}
+	u = bq_map_get(b->bt_users, user_id, len);
+	if (u) {
+		return u;
+	}
+	if (bq_map_size(b->bt_users) >= BT_USERS_MAX) {
+		return NULL;
+	}
+	u = bq_calloc(1, sizeof(*u));
+	if (!u || bq_map_set(b->bt_users, user_id, len, u) < 0) {
+		bq_free(u);
+		return NULL;
+	}
+	u->web = bq_bstore_user_get_by_name(b->store, user_id, &web) == 0;
+	snprintf(u->name, sizeof(u->name), "%s", user_id);
+	return u;
+}
+
+static const char *str(json_t *ev, const char *key)
+{
+	return json_string_value(json_object_get(ev, key));
+}
+
+static void publish_presence(struct be *b, const char *user_id, const struct be_bt_user *u)
+{
+	be_chat_publish(b,
+			json_pack("{s:s, s:s, s:s, s:b, s:s?, s:s?}", "type", "presence", "user_id",
+				  user_id, "name", u->name, "web", u->web, "presence",
+				  u->presence[0] ? u->presence : NULL, "bluetooth",
+				  u->state[0] ? u->state : NULL),
+			NULL, NULL);
+}
+
+/* One event; false when it was not understood (counted, not fatal). */
+static bool apply(struct be *b, json_t *ev)
+{
+	const char *type = str(ev, "type"), *user = str(ev, "user_id");
+	struct be_bt_user *u;
+
+	if (!type) {
+		return false;
+	}
+	if (strcmp(type, "session") == 0) {
+		const char *state = str(ev, "state");
+
+		if (!state || !(u = bt_user(b, user))) {
+			return false;
+		}
+		snprintf(u->state, sizeof(u->state), "%s", state);
+		publish_presence(b, user, u);
+		return true;
+	}
+	if (strcmp(type, "directory") == 0) {
+		const char *name = str(ev, "user_name"), *presence = str(ev, "presence");
+
+		if (!presence || !(u = bt_user(b, user))) {
+			return false;
+		}
+		snprintf(u->presence, sizeof(u->presence), "%s", presence);
+		snprintf(u->home, sizeof(u->home), "%s", str(ev, "home") ? str(ev, "home") : "");
+		if (name && bq_name_valid(name, strlen(name))) {
+			snprintf(u->name, sizeof(u->name), "%s", name);
+		}
+		publish_presence(b, user, u);
+		return true;
+	}
+	if (strcmp(type, "message") == 0) {
+		const char *id = str(ev, "message_id"), *from = str(ev, "from"),
+			   *to = str(ev, "to");
+		const char *text = str(ev, "text");
+		json_t *at = json_object_get(ev, "at");
+
+		if (!id || !from || !to || !text) {
+			return false;
+		}
+		be_chat_inbound(b, id, from, to, text,
+				json_is_integer(at) ? (int64_t)json_integer_value(at)
+						    : (int64_t)bq_wall_ms());
+		return true;
+	}
+	if (strcmp(type, "delivery") == 0) {
+		const char *id = str(ev, "message_id"), *state = str(ev, "state");
+
+		if (!id || !state) {
+			return false;
+		}
+		be_chat_delivery(b, id, state, str(ev, "reason"));
+		return true;
+	}
+	return false;
+}
+
+void be_h_bt_events(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	char err[300];
+	size_t len, i, applied = 0, repeated = 0, ignored = 0;
+	const void *body = bq_http_req_body(req, &len);
+	json_t *doc = NULL, *events, *ev;
+	int64_t now = (int64_t)bq_wall_ms();
+	int rc;
+
+	if (!be_service_auth(b, req)) {
+		return;
+	}
+	if (bq_json_parse_object(body, len, &doc, err, sizeof(err)) < 0) {
+		bq_http_reply_error(req, 400, "bad_json", "%s", err);
+		return;
+	}
+	events = json_object_get(doc, "events");
+	if (!json_is_array(events)) {
+		json_decref(doc);
+		bq_http_reply_error(req, 400, "bad_field", "field 'events' must be an array");
+		return;
+	}
+	/* One transaction: an event is marked seen exactly when its effects are stored. */
+	rc = bq_bstore_begin(b->store);
+	if (rc < 0) {
+		json_decref(doc);
+		bq_http_reply_error(req, 503, "store_error", "cannot store events now: %s",
+				    strerror(-rc));
+		return;
+	}
+	json_array_foreach(events, i, ev)
+	{
+		const char *id = str(ev, "id");
+
+		if (!json_is_object(ev) || !id) {
+			ignored++;
+			continue;
+		}
+		rc = bq_bstore_event_seen(b->store, id, now);
+		if (rc == -EEXIST) {
+			repeated++;
+			continue;
+		}
+		if (rc < 0) {
+			bq_bstore_rollback(b->store);
+			json_decref(doc);
+			bq_http_reply_error(req, 503, "store_error", "cannot store events now: %s",
+					    strerror(-rc));
+			return;
+		}
+		if (apply(b, ev)) {
+			applied++;
+		} else {
+			ignored++;
+		}
+	}
+	rc = bq_bstore_commit(b->store);
+	json_decref(doc);
+	if (rc < 0) {
+		bq_http_reply_error(req, 503, "store_error", "cannot store events now: %s",
+				    strerror(-rc));
+		return;
+	}
+	b->events_applied += applied;
+	b->events_repeated += repeated;
+	if (ignored) {
+		bq_debug(b->log, MOD, "msg=\"events not understood\" count=%zu", ignored);
+	}
+	be_reply_json(req, 200,
+		      json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)applied, "repeated",
+				(json_int_t)repeated, "ignored", (json_int_t)ignored));
+}
+
+/* ---- the seed's endpoints: calls to the manager on behalf of a user ---- */
+
+struct proxy {
+	struct be *b;
+	struct bq_http_req *req; /* NULL once the browser went away */
+};
+
+static void proxy_abort(struct bq_http_req *req, void *ud)
+{
+	struct proxy *p = ud;
+
+	p->req = NULL;
+}
+
+static void proxy_done(int status, const char *body, size_t len, void *ud)
+{
+	struct proxy *p = ud;
+
+	if (p->req) {
+		if (status < 0) {
+			bq_http_reply_error(p->req, 503, "manager_unreachable",
+					    "the manager at %s is unreachable: %s",
+					    p->b->o->manager_url, strerror(-status));
+		} else {
+			/* The manager's own answer, status and JSON, as it gave it. */
+			bq_http_reply(p->req, (unsigned)status, NULL, body, len);
+		}
+	}
+	bq_free(p);
+}
+
+/* Call the manager and answer the browser with its answer (deferred). body may be NULL. */
+static void proxy(struct be *b, struct bq_http_req *req, const char *method, const char *path,
+		  json_t *body)
+{
+	struct bq_http_request r = {0};
+	struct proxy *p = bq_calloc(1, sizeof(*p));
+	char url[1200], *text = NULL;
+	int rc;
+
+	if (body) {
+		text = json_dumps(body, JSON_COMPACT);
+		json_decref(body);
+	}
+	if (!p || (body && !text)) {
+		bq_free(p);
+		free(text);
+		bq_http_reply_error(req, 503, "busy", "out of memory");
+		return;
+	}
+	p->b = b;
+	p->req = req;
+	snprintf(url, sizeof(url), "%s%s", b->o->manager_url, path);
+	r.method = method;
+	r.url = url;
+	r.bearer_token = b->o->manager_token;
+	r.body = text;
+	r.body_len = text ? strlen(text) : 0;
+	r.timeout_ms = PROXY_TIMEOUT_MS;
+	rc = bq_http_client_request(b->cli, &r, proxy_done, p, NULL);
+	free(text);
+	if (rc < 0) {
+		bq_free(p);
+		bq_http_reply_error(req, 503, "busy", "cannot call the manager now: %s",
+				    strerror(-rc));
+		return;
+	}
+	bq_http_req_on_abort(req, proxy_abort, p);
+}
+
+/* The user may act for user_id: themselves, or anyone when admin. Replies 403 itself. */
+static bool may_act_for(struct bq_http_req *req, const struct bq_buser *me, const char *user_id)
+{
+	if (me->is_admin || strcasecmp(me->username, user_id) == 0) {
+		return true;
+	}
+	bq_http_reply_error(req, 403, "forbidden", "%s may act only as themselves", me->username);
+	return false;
+}
+
+void be_h_bt_manager_status(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	struct bq_buser me;
+
+	if (be_auth_user(b, req, &me)) {
+		proxy(b, req, "GET", "/api/status", NULL);
+	}
+}
+
+static void connect_or_disconnect(struct bq_http_req *req, bool connect)
+{
+	struct be *b = bq_http_req_user_data(req);
+	const char *target = bq_http_req_param(req);
+	struct bq_buser me;
+
+	if (!be_auth_user(b, req, &me)) {
+		return;
+	}
+	if (!target || !bq_user_id_valid(target, strlen(target))) {
+		bq_http_reply_error(req, 400, "bad_user", "not a user id: '%.64s'",
+				    target ? target : "");
+		return;
+	}
+	if (!may_act_for(req, &me, target)) {
+		return;
+	}
+	if (connect) {
+		proxy(b, req, "POST", "/api/connect",
+		      json_pack("{s:s, s:s}", "user_id", target, "user_name", target));
+	} else {
+		proxy(b, req, "POST", "/api/disconnect", json_pack("{s:s}", "user_id", target));
+	}
+}
+
+void be_h_bt_manager_connect(struct bq_http_req *req, void *ud)
+{
+	connect_or_disconnect(req, true);
+}
+
+void be_h_bt_manager_disconnect(struct bq_http_req *req, void *ud)
+{
+	connect_or_disconnect(req, false);
+}
+
+void be_h_bt_send(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	struct bq_buser me;
+	char err[300], user[BQ_USER_ID_MAX + 1];
+	size_t len;
+	const void *body;
+	json_t *obj = NULL;
+	int rc;
+
+	if (!be_auth_user(b, req, &me)) {
+		return;
+	}
+	body = bq_http_req_body(req, &len);
+	if (bq_json_parse_object(body, len, &obj, err, sizeof(err)) < 0) {
+		bq_http_reply_error(req, 400, "bad_json", "%s", err);
+		return;
+	}
+	/* user_id defaults to the caller; the manager checks the rest of the fields. */
+	rc = bq_json_get_id(obj, "user_id", false, user, sizeof(user), err, sizeof(err));
+	if (rc == -ENOENT) {
+		snprintf(user, sizeof(user), "%s", me.username);
+		json_object_set_new(obj, "user_id", json_string(user));
+	} else if (rc < 0) {
+		json_decref(obj);
+		bq_http_reply_error(req, 400, "bad_field", "%s", err);
+		return;
+	}
+	if (!may_act_for(req, &me, user)) {
+		json_decref(obj);
+		return;
+	}
+	proxy(b, req, "POST", "/api/send", obj);
+}
