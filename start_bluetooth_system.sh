@@ -5,9 +5,9 @@
 #
 #   ./start_bluetooth_system.sh [--sim] [--data-dir DIR] [--stop] [--status]
 #
-# Then it starts blueq-manager with the original's command line
-# (D8:3A:DD:03:1E:77 http://localhost:5000 8001). Not built yet: blueq-backend (port 5000)
-# with the web UI; this script says so when it starts.
+# Then it starts blueq-backend (port 5000) and blueq-manager with the original's command
+# line (D8:3A:DD:03:1E:77 http://localhost:5000 8001). Not built yet: the web UI; this
+# script says so when it starts.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -27,7 +27,9 @@ done
 sim_dir=$data_dir/sim
 pid_file=$data_dir/blueq-sim.pid
 mgr_pid_file=$data_dir/blueq-manager.pid
+be_pid_file=$data_dir/blueq-backend.pid
 API_PORT=8001
+WEB_PORT=5000
 export BLUEQ_ADDR_MAP=$data_dir/sim-addrmap
 
 running_pid() {
@@ -43,6 +45,9 @@ stop)
 	if pid=$(running_pid "$mgr_pid_file"); then
 		kill -TERM "$pid"; echo "stopping blueq-manager (pid $pid)"; stopped=1
 	fi
+	if pid=$(running_pid "$be_pid_file"); then
+		kill -TERM "$pid"; echo "stopping blueq-backend (pid $pid)"; stopped=1
+	fi
 	if pid=$(running_pid); then
 		kill -TERM "$pid"; echo "stopping blueq-sim (pid $pid)"; stopped=1
 	fi
@@ -51,6 +56,9 @@ stop)
 status)
 	if pid=$(running_pid); then
 		echo "blueq-sim running (pid $pid), control socket $sim_dir/sim.ctl"
+		if bpid=$(running_pid "$be_pid_file"); then
+			echo "blueq-backend running (pid $bpid), http://127.0.0.1:$WEB_PORT"
+		fi
 		if mpid=$(running_pid "$mgr_pid_file"); then
 			echo "blueq-manager running (pid $mpid), http://127.0.0.1:$API_PORT"
 			curl -s "http://127.0.0.1:$API_PORT/api/status?clients=0" || true
@@ -72,12 +80,16 @@ fi
 echo "building (release) ..."
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBQ_WERROR=OFF >/dev/null
 cmake --build build-release -j "$(nproc 2>/dev/null || echo 2)" \
-	--target blueq-node blueq-sim blueq-cli blueq-manager >/dev/null
+	--target blueq-node blueq-sim blueq-cli blueq-manager blueq-backend >/dev/null
 
-if (exec 3<>"/dev/tcp/127.0.0.1/$API_PORT") 2>/dev/null; then
-	echo "start_bluetooth_system.sh: tcp port $API_PORT is already in use (blueq-manager needs it)" >&2
-	exit 1
-fi
+for port in $WEB_PORT $API_PORT; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		who=blueq-backend
+		[ "$port" = "$API_PORT" ] && who=blueq-manager
+		echo "start_bluetooth_system.sh: tcp port $port is already in use ($who needs it)" >&2
+		exit 1
+	fi
+done
 
 mkdir -p "$data_dir"
 if [ -d /sys/class/bluetooth ] && ls /sys/class/bluetooth 2>/dev/null | grep -q hci; then
@@ -92,11 +104,17 @@ fi
 sim_pid=$!
 echo "$sim_pid" > "$pid_file"
 mgr_pid=
+be_pid=
 stop_all() {
 	if [ -n "$mgr_pid" ]; then
 		kill -TERM "$mgr_pid" 2>/dev/null || true
 		wait "$mgr_pid" 2>/dev/null || true
 		rm -f "$mgr_pid_file"
+	fi
+	if [ -n "$be_pid" ]; then
+		kill -TERM "$be_pid" 2>/dev/null || true
+		wait "$be_pid" 2>/dev/null || true
+		rm -f "$be_pid_file"
 	fi
 	kill -TERM "$sim_pid" 2>/dev/null || true
 	wait "$sim_pid" 2>/dev/null || true
@@ -111,10 +129,23 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
+# The web backend first: registrations then reach the manager at once.
+"$root/build-release/blueq-backend" --port $WEB_PORT --data-dir "$data_dir" \
+	> "$data_dir/blueq-backend.out" 2> "$data_dir/blueq-backend.log" &
+be_pid=$!
+echo "$be_pid" > "$be_pid_file"
+for _ in $(seq 1 100); do
+	grep -q 'msg="listening"' "$data_dir/blueq-backend.log" 2>/dev/null && break
+	kill -0 "$be_pid" 2>/dev/null || { echo "blueq-backend failed to start; see $data_dir/blueq-backend.log" >&2; tail -n 5 "$data_dir/blueq-backend.log" >&2; exit 1; }
+	sleep 0.1
+done
+
 # The client manager, with the original's command line: the address map leads the
-# Bluetooth address to the simulated Odin.
+# Bluetooth address to the simulated Odin; the backend's service token lets it push
+# events to the backend and poll its users.
 "$root/build-release/blueq-manager" D8:3A:DD:03:1E:77 http://localhost:5000 $API_PORT \
-	--data-dir "$data_dir" > "$data_dir/blueq-manager.out" 2> "$data_dir/blueq-manager.log" &
+	--data-dir "$data_dir" --backend-token-file "$data_dir/service.token" \
+	> "$data_dir/blueq-manager.out" 2> "$data_dir/blueq-manager.log" &
 mgr_pid=$!
 echo "$mgr_pid" > "$mgr_pid_file"
 for _ in $(seq 1 100); do
@@ -126,8 +157,9 @@ done
 cat <<MSG
 blueq is running (simulated mesh).
   mesh:      blueq-sim pid $sim_pid: Odin D8:3A:DD:03:1E:77 + 4 nodes in a line, bots alice, bob, carol
+  backend:   blueq-backend pid $be_pid: http://127.0.0.1:$WEB_PORT (API only so far; the web UI is not built yet)
   manager:   blueq-manager pid $mgr_pid: http://127.0.0.1:$API_PORT (D8:3A:DD:03:1E:77 http://localhost:5000 $API_PORT)
-  logs:      $data_dir/blueq-manager.log, $data_dir/blueq-sim.log, $sim_dir/node-*.log, $sim_dir/bots/*.log
+  logs:      $data_dir/blueq-backend.log, $data_dir/blueq-manager.log, $data_dir/blueq-sim.log, $sim_dir/node-*.log, $sim_dir/bots/*.log
   addr map:  export BLUEQ_ADDR_MAP=$BLUEQ_ADDR_MAP
 Try, in another terminal (the original's commands):
   curl http://localhost:8001/api/status
@@ -135,11 +167,14 @@ Try, in another terminal (the original's commands):
     -d '{"user_id": "test123", "user_name": "TestUser"}'
   curl -X POST http://localhost:8001/api/send -H "Content-Type: application/json" \\
     -d '{"user_id": "test123", "destination": "carol", "message": "Hello carol"}'
+register a web user; the manager connects it to the mesh at once:
+  curl -X POST http://localhost:5000/api/register -d '{"username": "dana", "password": "a long password"}'
+  curl http://localhost:8001/api/clients/dana
 or the terminal client:
   export BLUEQ_ADDR_MAP=$BLUEQ_ADDR_MAP
   build-release/blueq-cli users                      # everyone on the mesh, via Odin
   build-release/blueq-cli --user me chat             # interactive
-Not there yet: blueq-backend (port 5000, web UI); the manager keeps its events until it comes.
+Not there yet: the web UI (the backend's API works; see docs/backend.md).
 Press Ctrl-C to stop.
 MSG
-wait -n "$sim_pid" "$mgr_pid" || true
+wait -n "$sim_pid" "$be_pid" "$mgr_pid" || true
