@@ -3,10 +3,19 @@
  * Accounts: register, log in, log out, who am I. Passwords are hashed with Argon2id on
  * the worker pool (lib/backend/auth), so the loop answers other requests meanwhile;
  * tokens are 256-bit random, given to the browser once and stored only as a hash.
+ *
+ * The token travels as Authorization: Bearer, or as the HttpOnly SameSite=Strict cookie
+ * blueq_token that register and login set (a browser's EventSource cannot send
+ * headers). A cookie goes with every request the browser makes, whoever asked for it,
+ * so a state-changing request authenticated by the cookie alone must carry Content-Type:
+ * application/json: an HTML form on another site cannot send that type, and a script
+ * there cannot either without a CORS preflight, which this backend never grants.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "backend.h"
 #include "core/alloc.h"
@@ -15,6 +24,150 @@
 #include "http/json.h"
 
 #define REPLY_MAX (1u << 20)
+#define COOKIE_NAME "blueq_token"
+
+enum token_src {
+	TOK_NONE,	/* neither header nor cookie */
+	TOK_BAD_HEADER, /* an Authorization header that is not a well-formed bearer token */
+	TOK_HEADER,
+	TOK_COOKIE,
+};
+
+static bool blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/*
+ * The blueq_token cookie of a Cookie header ("a=1; blueq_token=...; b=2"), if one is
+ * well-formed: the first such wins (a browser sends the most specific path first).
+ */
+static bool cookie_token(const char *hdr, char out[BQ_TOKEN_LEN + 1])
+{
+	static const char name[] = COOKIE_NAME;
+	const size_t name_len = sizeof(name) - 1;
+	const char *p = hdr;
+
+	out[0] = '\0';
+	if (!hdr) {
+		return false;
+	}
+	while (*p) {
+		const char *end = strchr(p, ';');
+		const char *eq, *val;
+		size_t nlen, vlen;
+
+		if (!end) {
+			end = p + strlen(p);
+		}
+		while (p < end && blank(*p)) {
+			p++;
+		}
+		eq = memchr(p, '=', (size_t)(end - p));
+		if (eq) {
+			nlen = (size_t)(eq - p);
+			while (nlen > 0 && blank(p[nlen - 1])) {
+				nlen--;
+			}
+			val = eq + 1;
+			while (val < end && blank(*val)) {
+				val++;
+			}
+			vlen = (size_t)(end - val);
+			while (vlen > 0 && blank(val[vlen - 1])) {
+				vlen--;
+			}
+			/* RFC 6265 allows the value in double quotes. */
+			if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+				val++;
+				vlen -= 2;
+			}
+			if (nlen == name_len && memcmp(p, name, nlen) == 0 &&
+			    vlen == BQ_TOKEN_LEN) {
+				memcpy(out, val, vlen);
+				out[vlen] = '\0';
+				if (bq_token_format_ok(out)) {
+					return true;
+				}
+				out[0] = '\0';
+			}
+		}
+		p = *end ? end + 1 : end;
+	}
+	return false;
+}
+
+/* The header first; the cookie only when there is no Authorization header at all. */
+static enum token_src request_token(struct bq_http_req *req, char token[BQ_TOKEN_LEN + 1])
+{
+	const char *auth = bq_http_req_header(req, "Authorization");
+
+	if (auth) {
+		return bq_bearer_parse(auth, token, BQ_TOKEN_LEN + 1) ? TOK_HEADER : TOK_BAD_HEADER;
+	}
+	return cookie_token(bq_http_req_header(req, "Cookie"), token) ? TOK_COOKIE : TOK_NONE;
+}
+
+/* "application/json", any case, optionally followed by parameters ("; charset=utf-8"). */
+static bool json_content_type(const char *ct)
+{
+	static const char want[] = "application/json";
+
+	if (!ct) {
+		return false;
+	}
+	while (blank(*ct)) {
+		ct++;
+	}
+	if (strncasecmp(ct, want, sizeof(want) - 1) != 0) {
+		return false;
+	}
+	ct += sizeof(want) - 1;
+	while (blank(*ct)) {
+		ct++;
+	}
+	return *ct == '\0' || *ct == ';';
+}
+
+/* A cookie-only request that changes state must prove it is not a cross-site form. */
+static bool cross_site_ok(struct bq_http_req *req, enum token_src src)
+{
+	if (src != TOK_COOKIE || bq_http_req_method(req) == BQ_HTTP_GET ||
+	    json_content_type(bq_http_req_header(req, "Content-Type"))) {
+		return true;
+	}
+	bq_http_reply_error(req, 403, "cross_site",
+			    "a request authenticated by the cookie must be sent with "
+			    "Content-Type: application/json");
+	return false;
+}
+
+/*
+ * A browser that says the request comes from another site (Sec-Fetch-Site) may not
+ * register or log in: that would be "login CSRF", logging the victim into an account the
+ * attacker controls. curl and other non-browser clients send no such header.
+ */
+static bool from_other_site(struct bq_http_req *req)
+{
+	const char *sfs = bq_http_req_header(req, "Sec-Fetch-Site");
+
+	if (sfs && strcasecmp(sfs, "cross-site") == 0) {
+		bq_http_reply_error(req, 403, "cross_site",
+				    "registering or logging in from another site is refused");
+		return true;
+	}
+	return false;
+}
+
+static void set_cookie(struct bq_http_req *req, const char *token, uint64_t max_age_s)
+{
+	char v[BQ_TOKEN_LEN + 128];
+
+	snprintf(v, sizeof(v),
+		 COOKIE_NAME "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%" PRIu64, token,
+		 max_age_s);
+	bq_http_req_add_header(req, "Set-Cookie", v);
+}
 
 void be_reply_json(struct bq_http_req *req, unsigned status, json_t *v)
 {
@@ -64,6 +217,7 @@ static void reply_session(struct be *b, struct bq_http_req *req, unsigned status
 				    strerror(-rc));
 		return;
 	}
+	set_cookie(req, token, b->o->token_ttl / 1000);
 	be_reply_json(req, status, json_pack("{s:o, s:s}", "user", user_json(u), "token", token));
 }
 
@@ -167,6 +321,9 @@ void be_h_register(struct bq_http_req *req, void *ud)
 	struct acct_ctx *c;
 	int rc;
 
+	if (from_other_site(req) || !be_limit_check(b, req, BE_LIMIT_REGISTER)) {
+		return;
+	}
 	if (!credentials(req, &obj, &name, &pw, &pwlen)) {
 		goto out;
 	}
@@ -231,6 +388,9 @@ void be_h_login(struct bq_http_req *req, void *ud)
 	struct acct_ctx *c = NULL;
 	int rc;
 
+	if (from_other_site(req) || !be_limit_check(b, req, BE_LIMIT_LOGIN)) {
+		return;
+	}
 	if (!credentials(req, &obj, &name, &pw, &pwlen)) {
 		goto out;
 	}
@@ -263,10 +423,15 @@ out:
 bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out)
 {
 	char token[BQ_TOKEN_LEN + 1], hash[BQ_TOKEN_HASH_HEX + 1];
+	enum token_src src = request_token(req, token);
 
-	if (!bq_bearer_parse(bq_http_req_header(req, "Authorization"), token, sizeof(token))) {
+	if (src == TOK_NONE || src == TOK_BAD_HEADER) {
 		bq_http_reply_error(req, 401, "unauthorized",
-				    "log in first (Authorization: Bearer)");
+				    "log in first (Authorization: Bearer, or the " COOKIE_NAME
+				    " cookie)");
+		return false;
+	}
+	if (!cross_site_ok(req, src)) {
 		return false;
 	}
 	bq_token_hash(token, hash);
@@ -282,10 +447,18 @@ void be_h_logout(struct bq_http_req *req, void *ud)
 {
 	struct be *b = bq_http_req_user_data(req);
 	char token[BQ_TOKEN_LEN + 1], hash[BQ_TOKEN_HASH_HEX + 1];
+	enum token_src src = request_token(req, token);
 
-	if (!bq_bearer_parse(bq_http_req_header(req, "Authorization"), token, sizeof(token))) {
+	if (!cross_site_ok(req, src)) {
+		return;
+	}
+	/* Whatever the outcome, the browser should forget its cookie. */
+	bq_http_req_add_header(req, "Set-Cookie",
+			       COOKIE_NAME "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+	if (src == TOK_NONE || src == TOK_BAD_HEADER) {
 		bq_http_reply_error(req, 401, "unauthorized",
-				    "log in first (Authorization: Bearer)");
+				    "log in first (Authorization: Bearer, or the " COOKIE_NAME
+				    " cookie)");
 		return;
 	}
 	bq_token_hash(token, hash);

@@ -35,6 +35,8 @@ struct be_opts {
 	int hash_cost; /* 0 interactive, 1 minimum (tests only) */
 	uint64_t token_ttl;
 	int64_t max_body;
+	int64_t register_rate, register_burst; /* per minute per address; rate 0: no limit */
+	int64_t login_rate, login_burst;
 	int log_level;
 	char *debug;
 	bool check_config;
@@ -65,6 +67,10 @@ struct be {
 
 	/* chat.c: browser event streams. */
 	void *chat; /* struct be_chat, private to chat.c */
+
+	/* limits.c: register/login buckets per client address. */
+	void *limits; /* struct be_limits, private to limits.c */
+	uint64_t rate_limited;
 };
 
 /* accounts.c */
@@ -72,7 +78,12 @@ void be_h_register(struct bq_http_req *req, void *ud);
 void be_h_login(struct bq_http_req *req, void *ud);
 void be_h_logout(struct bq_http_req *req, void *ud);
 void be_h_me(struct bq_http_req *req, void *ud);
-/* The logged-in user of a request (Authorization: Bearer), or false after a 401 reply. */
+/*
+ * The logged-in user of a request: Authorization: Bearer, else the blueq_token cookie.
+ * A request other than GET authenticated by the cookie alone must say Content-Type:
+ * application/json (a cross-site form cannot), else 403 cross_site. false after a
+ * 401/403 reply.
+ */
 bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out);
 /* Reply with a JSON value (stolen). */
 void be_reply_json(struct bq_http_req *req, unsigned status, json_t *v);
@@ -118,6 +129,19 @@ void be_h_contacts(struct bq_http_req *req, void *ud);
 void be_h_messages_get(struct bq_http_req *req, void *ud);
 void be_h_messages_post(struct bq_http_req *req, void *ud);
 void be_h_events(struct bq_http_req *req, void *ud);
+
+/* limits.c: rate limits on register and login, per client address. */
+enum be_limit_kind {
+	BE_LIMIT_REGISTER,
+	BE_LIMIT_LOGIN,
+	BE_LIMIT_NKINDS,
+};
+int be_limits_start(struct be *b, char *err, size_t errlen);
+void be_limits_stop(struct be *b);
+/* true: go on; false: answered (429 rate_limited with Retry-After, or 503). */
+bool be_limit_check(struct be *b, struct bq_http_req *req, enum be_limit_kind kind);
+/* Addresses in the table now. */
+size_t be_limits_tracked(const struct be *b);
 
 /* mesh.c */
 int be_mesh_start(struct be *b, char *err, size_t errlen);

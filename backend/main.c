@@ -21,6 +21,7 @@
 
 #include "backend.h"
 #include "core/alloc.h"
+#include "core/buf.h"
 #include "core/clock.h"
 #include "core/file.h"
 #include "core/opt.h"
@@ -76,6 +77,14 @@ static const struct bq_opt options[] = {
 	 0, "DURATION", "how long a login lasts"},
 	{"max-body", 0, BQ_OPT_INT, OFF(max_body), "65536", 1024, 16777216, NULL, NULL, 0, "BYTES",
 	 "largest request body (413 above)"},
+	{"register-rate", 0, BQ_OPT_INT, OFF(register_rate), "5", 0, 1000000, NULL, NULL, 0, "N",
+	 "registrations per minute per client address (0: no limit)"},
+	{"register-burst", 0, BQ_OPT_INT, OFF(register_burst), "5", 1, 1000000, NULL, NULL, 0, "N",
+	 "registrations at once per client address before the rate applies"},
+	{"login-rate", 0, BQ_OPT_INT, OFF(login_rate), "10", 0, 1000000, NULL, NULL, 0, "N",
+	 "login attempts per minute per client address (0: no limit)"},
+	{"login-burst", 0, BQ_OPT_INT, OFF(login_burst), "10", 1, 1000000, NULL, NULL, 0, "N",
+	 "login attempts at once per client address before the rate applies"},
 	{"log-level", 0, BQ_OPT_ENUM, OFF(log_level), "info", 0, 0, log_levels, NULL, 0, "LEVEL",
 	 "error, warn, info or debug"},
 	{"debug", 0, BQ_OPT_STRING, OFF(debug), NULL, 0, 0, NULL, NULL, 0, "MODULES",
@@ -87,9 +96,107 @@ static const struct bq_opt options[] = {
 	{0},
 };
 
+/* On every response: the web UI is served from here, so these cover its pages too. */
+static const char *const security_headers[] = {
+	"X-Content-Type-Options",
+	"nosniff",
+	"Content-Security-Policy",
+	"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+	"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+	"Referrer-Policy",
+	"no-referrer",
+	"X-Frame-Options",
+	"DENY",
+	NULL,
+};
+
 static void h_health(struct bq_http_req *req, void *ud)
 {
 	be_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+/* Ready when the store answers a query; the manager's state is reported, not required. */
+static void h_ready(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	int64_t users = 0;
+	bool store = b->store && bq_bstore_user_count(b->store, &users) == 0;
+
+	be_reply_json(req, store ? 200 : 503,
+		      json_pack("{s:b, s:b, s:b}", "ready", store, "store", store,
+				"manager_reachable", b->manager_reachable));
+}
+
+static void h_metrics(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	struct bq_http_server_stats hs;
+	int64_t users = -1, pending = -1;
+	struct bq_buf m;
+	int rc = 0;
+
+	bq_http_server_get_stats(b->http, &hs);
+	/* A store that cannot answer shows as -1 rather than failing the whole scrape. */
+	if (bq_bstore_user_count(b->store, &users) < 0) {
+		users = -1;
+	}
+	if (bq_bstore_pending_count(b->store, &pending) < 0) {
+		pending = -1;
+	}
+	bq_buf_init(&m, 1u << 16);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_users Live web users.\n"
+			    "# TYPE blueq_backend_users gauge\nblueq_backend_users %" PRId64 "\n",
+			    users);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_pending_connects Users waiting to be connected "
+			    "through the manager.\n# TYPE blueq_backend_pending_connects gauge\n"
+			    "blueq_backend_pending_connects %" PRId64 "\n",
+			    pending);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_connects_total Connect calls to the manager.\n"
+			    "# TYPE blueq_backend_connects_total counter\n"
+			    "blueq_backend_connects_total{result=\"ok\"} %" PRIu64 "\n"
+			    "blueq_backend_connects_total{result=\"failed\"} %" PRIu64 "\n",
+			    b->connects_ok, b->connects_failed);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_events_total Events from the manager.\n"
+			    "# TYPE blueq_backend_events_total counter\n"
+			    "blueq_backend_events_total{result=\"applied\"} %" PRIu64 "\n"
+			    "blueq_backend_events_total{result=\"repeated\"} %" PRIu64 "\n",
+			    b->events_applied, b->events_repeated);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_manager_reachable 1 if the manager answered "
+			    "the last call.\n# TYPE blueq_backend_manager_reachable gauge\n"
+			    "blueq_backend_manager_reachable %d\n",
+			    b->manager_reachable ? 1 : 0);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_streams Browser event streams open.\n"
+			    "# TYPE blueq_backend_streams gauge\nblueq_backend_streams %u\n",
+			    hs.streams);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_rate_limited_total Register and login attempts "
+			    "refused with 429.\n# TYPE blueq_backend_rate_limited_total counter\n"
+			    "blueq_backend_rate_limited_total %" PRIu64 "\n",
+			    b->rate_limited);
+	rc |= bq_buf_printf(&m,
+			    "# HELP blueq_backend_rate_limit_addresses Client addresses in the "
+			    "rate-limit table.\n# TYPE blueq_backend_rate_limit_addresses gauge\n"
+			    "blueq_backend_rate_limit_addresses %zu\n",
+			    be_limits_tracked(b));
+	rc |= bq_buf_printf(&m, "# HELP blueq_http_requests_total HTTP requests by status "
+				"class.\n# TYPE blueq_http_requests_total counter\n");
+	for (int i = 1; i <= 5; i++) {
+		rc |= bq_buf_printf(&m, "blueq_http_requests_total{class=\"%dxx\"} %" PRIu64 "\n",
+				    i, hs.by_class[i]);
+	}
+	if (rc < 0) {
+		bq_buf_free(&m);
+		bq_http_reply_error(req, 500, "internal", "metrics too large or out of memory");
+		return;
+	}
+	bq_http_reply(req, 200, "text/plain; version=0.0.4", m.data, m.len);
+	bq_buf_free(&m);
 }
 
 static const struct bq_http_route routes[] = {
@@ -108,6 +215,8 @@ static const struct bq_http_route routes[] = {
 	{BQ_HTTP_POST, "/api/messages", be_h_messages_post},
 	{BQ_HTTP_GET, "/api/events", be_h_events},
 	{BQ_HTTP_GET, "/health", h_health},
+	{BQ_HTTP_GET, "/ready", h_ready},
+	{BQ_HTTP_GET, "/metrics", h_metrics},
 	{0, NULL, NULL},
 };
 
@@ -170,6 +279,7 @@ static int start(struct be *b, char *err, size_t errlen)
 	cfg.max_body = (size_t)b->o->max_body;
 	cfg.routes = routes;
 	cfg.user_data = b;
+	cfg.default_headers = security_headers;
 	/* The port first: "in use" is then the one line a person sees. */
 	rc = bq_http_server_start(b->loop, b->log, &cfg, &b->http, err, errlen);
 	if (rc < 0) {
@@ -186,6 +296,10 @@ static int start(struct be *b, char *err, size_t errlen)
 		return rc;
 	}
 	rc = be_bt_start(b, err, errlen);
+	if (rc < 0) {
+		return rc;
+	}
+	rc = be_limits_start(b, err, errlen);
 	if (rc < 0) {
 		return rc;
 	}
@@ -274,6 +388,7 @@ out:
 	/* After the server (streams' closed callbacks) and the client (sends' callbacks). */
 	be_chat_stop(&b);
 	be_bt_stop(&b);
+	be_limits_stop(&b);
 	bq_bstore_close(b.store);
 	bq_loop_free(b.loop);
 	bq_log_free(b.log);

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,6 +30,10 @@
 #define STREAM_BLOCK 16384
 /* Longest error reason we format; longer ones are cut (and then made valid UTF-8). */
 #define REASON_MAX 1024
+/* Bounds on added headers: a name is a short token, a value fits one line of a proxy. */
+#define HDR_NAME_MAX 256
+#define HDR_VALUE_MAX 4096
+#define DEFAULT_HEADERS_MAX 32
 
 enum req_state {
 	REQ_NEW,	/* headers seen; the body is being collected */
@@ -79,6 +84,8 @@ struct bq_http_req {
 	void *abort_ud;
 	struct bq_http_stream *stream;
 	uint64_t start_us;
+	char *hdrs[BQ_HTTP_REQ_HEADERS_MAX]; /* "name\0value\0", for the next reply */
+	unsigned n_hdrs;
 	struct bq_http_req *prev, *next;
 };
 
@@ -335,10 +342,85 @@ static int req_finish(struct bq_http_req *req, unsigned status, int rc)
 	return rc;
 }
 
+/* RFC 9110 token characters. */
+static bool hdr_name_ok(const char *s)
+{
+	static const char *const ours[] = {
+		MHD_HTTP_HEADER_CONTENT_TYPE, MHD_HTTP_HEADER_CONTENT_LENGTH,
+		MHD_HTTP_HEADER_TRANSFER_ENCODING, MHD_HTTP_HEADER_CONNECTION};
+	size_t n = 0;
+
+	if (!s) {
+		return false;
+	}
+	for (; s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+
+		if (n >= HDR_NAME_MAX ||
+		    !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr("!#$%&'*+-.^_`|~", c))) {
+			return false;
+		}
+	}
+	if (n == 0) {
+		return false;
+	}
+	/* The server sets these itself; a second copy would make the reply ambiguous. */
+	for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
+		if (strcasecmp(s, ours[i]) == 0) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* No CR or LF (response splitting) and no other control character; tab is allowed. */
+static bool hdr_value_ok(const char *s)
+{
+	size_t n = 0;
+
+	if (!s) {
+		return false;
+	}
+	for (; s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+
+		if (n >= HDR_VALUE_MAX || (c < 0x20 && c != '\t') || c == 0x7f) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The server's defaults, then the request's own. */
+static int add_headers(const struct bq_http_req *req, struct MHD_Response *resp)
+{
+	const char *const *d = req->srv->cfg.default_headers;
+
+	for (; d && d[0]; d += 2) {
+		if (MHD_add_response_header(resp, d[0], d[1]) != MHD_YES) {
+			return -ENOMEM;
+		}
+	}
+	for (unsigned i = 0; i < req->n_hdrs; i++) {
+		const char *name = req->hdrs[i];
+
+		if (MHD_add_response_header(resp, name, name + strlen(name) + 1) != MHD_YES) {
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
 static int req_queue(struct bq_http_req *req, unsigned status, struct MHD_Response *resp)
 {
-	enum MHD_Result r = MHD_queue_response(req->conn, status, resp);
+	enum MHD_Result r;
 
+	if (add_headers(req, resp) < 0) {
+		MHD_destroy_response(resp);
+		return req_finish(req, status, -ENOMEM);
+	}
+	r = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
 	return req_finish(req, status, r == MHD_YES ? 0 : -EIO);
 }
@@ -560,7 +642,8 @@ struct bq_http_stream *bq_http_reply_stream(struct bq_http_req *req,
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream") !=
 		    MHD_YES ||
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") != MHD_YES ||
-	    MHD_add_response_header(resp, "X-Accel-Buffering", "no") != MHD_YES) {
+	    MHD_add_response_header(resp, "X-Accel-Buffering", "no") != MHD_YES ||
+	    add_headers(req, resp) < 0) {
 		MHD_destroy_response(resp);
 		st->conn_ref = false;
 		stream_maybe_free(st);
@@ -692,6 +775,9 @@ static struct bq_http_req *req_new(struct bq_http_server *srv, struct MHD_Connec
 
 static void req_free(struct bq_http_req *req)
 {
+	for (unsigned i = 0; i < req->n_hdrs; i++) {
+		bq_free(req->hdrs[i]);
+	}
 	req_unlink(req->srv, req);
 	bq_buf_free(&req->body);
 	bq_free(req->path);
@@ -1064,6 +1150,17 @@ static int check_config(const struct bq_http_server_config *cfg, char *err, size
 			return -EINVAL;
 		}
 	}
+	if (cfg->default_headers) {
+		size_t n = 0;
+
+		for (const char *const *d = cfg->default_headers; d[0]; d += 2, n++) {
+			if (n >= DEFAULT_HEADERS_MAX || !hdr_name_ok(d[0]) || !hdr_value_ok(d[1])) {
+				snprintf(err, errlen, "http server: bad default header \"%.100s\"",
+					 d[0]);
+				return -EINVAL;
+			}
+		}
+	}
 	if (cfg->max_connections == 0 || cfg->idle_timeout_s == 0 || cfg->max_stream_buffer == 0) {
 		snprintf(err, errlen,
 			 "http server: max_connections, idle_timeout_s and max_stream_buffer "
@@ -1306,4 +1403,64 @@ void bq_http_req_on_abort(struct bq_http_req *req, bq_http_abort_cb cb, void *us
 {
 	req->abort_cb = cb;
 	req->abort_ud = user_data;
+}
+
+int bq_http_req_peer(const struct bq_http_req *req, char *out, size_t cap)
+{
+	const union MHD_ConnectionInfo *ci;
+	const struct sockaddr *sa;
+	char text[INET6_ADDRSTRLEN];
+	const char *ok = NULL;
+
+	ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (!ci || !ci->client_addr) {
+		return -ENOTCONN;
+	}
+	sa = ci->client_addr;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+
+		ok = inet_ntop(AF_INET, &s4->sin_addr, text, sizeof(text));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+
+		/* A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: one client, one text.
+		 */
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			ok = inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], text, sizeof(text));
+		} else {
+			ok = inet_ntop(AF_INET6, &s6->sin6_addr, text, sizeof(text));
+		}
+	}
+	if (!ok) {
+		return -ENOTCONN;
+	}
+	if (strlen(text) >= cap) {
+		return -ENOSPC;
+	}
+	memcpy(out, text, strlen(text) + 1);
+	return 0;
+}
+
+int bq_http_req_add_header(struct bq_http_req *req, const char *name, const char *value)
+{
+	size_t nl, vl;
+	char *h;
+
+	if (!req_can_reply(req) || !hdr_name_ok(name) || !hdr_value_ok(value)) {
+		return -EINVAL;
+	}
+	if (req->n_hdrs >= BQ_HTTP_REQ_HEADERS_MAX) {
+		return -ENOSPC;
+	}
+	nl = strlen(name);
+	vl = strlen(value);
+	h = bq_malloc(nl + vl + 2);
+	if (!h) {
+		return -ENOMEM;
+	}
+	memcpy(h, name, nl + 1);
+	memcpy(h + nl + 1, value, vl + 1);
+	req->hdrs[req->n_hdrs++] = h;
+	return 0;
 }

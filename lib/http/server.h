@@ -34,6 +34,11 @@
  * Authentication: when cfg.bearer_token is set, every request except GET /health
  * needs "Authorization: Bearer <token>" (compared in constant time); otherwise 401.
  * The token is never logged.
+ *
+ * Extra headers: cfg.default_headers go on every response the server makes (the
+ * server's own 401/404/405/413 included); bq_http_req_add_header adds one to the next
+ * reply of one request (e.g. Set-Cookie, Retry-After). A request's own header does not
+ * replace a default of the same name: both are sent.
  */
 #ifndef BQ_HTTP_SERVER_H
 #define BQ_HTTP_SERVER_H
@@ -70,15 +75,21 @@ struct bq_http_route {
 };
 
 struct bq_http_server_config {
-	const char *bind_host;		 /* numeric IPv4/IPv6 or "localhost"; default "127.0.0.1" */
-	uint16_t port;			 /* 0: an ephemeral port (see bq_http_server_port) */
-	size_t max_body;		 /* default 65536 */
-	uint32_t idle_timeout_s;	 /* idle and slow clients are closed; default 30 */
-	uint32_t max_connections;	 /* default 4096 */
-	size_t max_stream_buffer;	 /* per event stream, default 262144 */
-	const char *bearer_token;	 /* NULL or "": no authentication; copied */
+	const char *bind_host;	  /* numeric IPv4/IPv6 or "localhost"; default "127.0.0.1" */
+	uint16_t port;		  /* 0: an ephemeral port (see bq_http_server_port) */
+	size_t max_body;	  /* default 65536 */
+	uint32_t idle_timeout_s;  /* idle and slow clients are closed; default 30 */
+	uint32_t max_connections; /* default 4096 */
+	size_t max_stream_buffer; /* per event stream, default 262144 */
+	const char *bearer_token; /* NULL or "": no authentication; copied */
 	const struct bq_http_route *routes; /* borrowed; ends with path == NULL */
-	void *user_data;		 /* passed to every handler */
+	/*
+	 * NULL, or name, value, name, value, ..., NULL: headers added to every response
+	 * (security headers). Borrowed, must outlive the server; checked at start like
+	 * bq_http_req_add_header's (-EINVAL), at most 32 pairs.
+	 */
+	const char *const *default_headers;
+	void *user_data; /* passed to every handler */
 };
 
 void bq_http_server_config_defaults(struct bq_http_server_config *cfg);
@@ -104,14 +115,14 @@ void bq_http_server_free(struct bq_http_server *srv);
 uint16_t bq_http_server_port(const struct bq_http_server *srv);
 
 struct bq_http_server_stats {
-	uint64_t requests;		 /* handled, any status */
-	uint64_t by_class[6];		 /* by status class: [2] = 2xx ... [5] = 5xx */
-	uint32_t connections;		 /* open now */
-	uint32_t pending;		 /* requests waiting for a deferred reply */
-	uint32_t streams;		 /* event streams open now */
-	uint64_t stream_overflows;	 /* streams closed because their buffer was full */
-	uint64_t rejected_too_large;	 /* 413 */
-	uint64_t rejected_unauthorized;	 /* 401 */
+	uint64_t requests;		/* handled, any status */
+	uint64_t by_class[6];		/* by status class: [2] = 2xx ... [5] = 5xx */
+	uint32_t connections;		/* open now */
+	uint32_t pending;		/* requests waiting for a deferred reply */
+	uint32_t streams;		/* event streams open now */
+	uint64_t stream_overflows;	/* streams closed because their buffer was full */
+	uint64_t rejected_too_large;	/* 413 */
+	uint64_t rejected_unauthorized; /* 401 */
 };
 void bq_http_server_get_stats(const struct bq_http_server *srv, struct bq_http_server_stats *out);
 
@@ -129,6 +140,24 @@ const char *bq_http_req_header(const struct bq_http_req *req, const char *name);
 const void *bq_http_req_body(const struct bq_http_req *req, size_t *len);
 /* The server's user_data, for handlers that are called later from elsewhere. */
 void *bq_http_req_user_data(const struct bq_http_req *req);
+/*
+ * The client's IP address as numeric text ("127.0.0.1", "::1"; an IPv4-mapped IPv6
+ * address is given as plain IPv4) into out (cap >= 46 always suffices). 0, -ENOTCONN
+ * (no address known: not a TCP/IP client), -ENOSPC (out too small).
+ */
+int bq_http_req_peer(const struct bq_http_req *req, char *out, size_t cap);
+
+/* At most this many headers added per request. */
+#define BQ_HTTP_REQ_HEADERS_MAX 16
+/*
+ * Add a header to whatever reply is made next for req (any bq_http_reply*, streams
+ * too). name and value are copied. 0; -EINVAL for a name that is not an HTTP token
+ * (or is Content-Type, Content-Length, Transfer-Encoding or Connection, which the
+ * server sets), a value with a control character (CR, LF, NUL, ...; tab is allowed)
+ * or longer than 4096 bytes, or a request already answered; -ENOSPC past
+ * BQ_HTTP_REQ_HEADERS_MAX; -ENOMEM.
+ */
+int bq_http_req_add_header(struct bq_http_req *req, const char *name, const char *value);
 
 /*
  * Called at most once if the client disconnects before the reply; after it returns
@@ -146,8 +175,8 @@ void bq_http_req_on_abort(struct bq_http_req *req, bq_http_abort_cb cb, void *us
 int bq_http_reply(struct bq_http_req *req, unsigned status, const char *content_type,
 		  const void *body, size_t len);
 /* {"error": reason, "code": code}; reason printf-style. */
-int bq_http_reply_error(struct bq_http_req *req, unsigned status, const char *code,
-			const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int bq_http_reply_error(struct bq_http_req *req, unsigned status, const char *code, const char *fmt,
+			...) __attribute__((format(printf, 4, 5)));
 
 /*
  * Answer 200 text/event-stream and keep the connection open. closed(stream, ud) runs

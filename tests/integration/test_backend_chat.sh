@@ -15,8 +15,10 @@ wait_until 5 "probe port" grep -q 'listening port=' "$T/probe.out"
 MPORT=$(grep -o 'port=[0-9]*' "$T/probe.out" | cut -d= -f2)
 kill -TERM $probe; wait $probe || true
 
+# Rate limits high: every request here comes from loopback.
 start_backend be --port 0 --data-dir "$T/be" --hash-cost minimum \
-	--manager-url "http://127.0.0.1:$MPORT"
+	--manager-url "http://127.0.0.1:$MPORT" \
+	--register-burst 1000 --login-burst 1000
 start_manager mgr --api-port "$MPORT" --data-dir "$T/mgr" --poll-interval 60s \
 	--backend-token-file "$T/be/service.token" unix:"$T/sim/node-1.sock" "$BE_URL"
 

@@ -13,8 +13,10 @@ wait_until 5 "probe port" grep -q 'listening port=' "$T/probe.out"
 MPORT=$(grep -o 'port=[0-9]*' "$T/probe.out" | cut -d= -f2)
 kill -TERM $probe; wait $probe || true
 
+# Rate limits high: every request here comes from loopback.
 start_backend be --port 0 --data-dir "$T/be" --hash-cost minimum \
-	--manager-url "http://127.0.0.1:$MPORT"
+	--manager-url "http://127.0.0.1:$MPORT" \
+	--register-burst 1000 --login-burst 1000
 [ "$(stat -c %a "$T/be/service.token")" = 600 ] || fail "service token not mode 0600"
 
 # Registration while the manager is down: accepted, the connect waits.
@@ -65,7 +67,8 @@ echo "$users" | grep -q '"user_id":"early"' && echo "$users" | grep -q '"user_id
 
 # The backend restarts: accounts stay.
 kill -TERM "$BE_PID"; wait "$BE_PID" || fail "backend exit status $? after SIGTERM"
-start_backend be2 --port 0 --data-dir "$T/be" --hash-cost minimum --manager-url "http://127.0.0.1:$MPORT"
+start_backend be2 --port 0 --data-dir "$T/be" --hash-cost minimum --manager-url "http://127.0.0.1:$MPORT" \
+	--register-burst 1000 --login-burst 1000
 login=$(curl -sf -X POST "$BE_URL/api/login" -d '{"username":"alice","password":"correct horse"}')
 echo "$login" | grep -q '"token":"' || fail "login after restart: $login"
 stop_manager

@@ -239,6 +239,78 @@ static void h_late_events(struct bq_http_req *req, void *ud)
 	ck_assert_int_eq(bq_timer_start(g.timer, 20), 0);
 }
 
+/* ---- peer address and added headers ---------------------------------------------- */
+
+static void h_hdr(struct bq_http_req *req, void *ud)
+{
+	char peer[64];
+	char small[9];
+	char name[16];
+
+	(void)ud;
+	g.handler_calls++;
+	ck_assert_int_eq(bq_http_req_peer(req, peer, sizeof(peer)), 0);
+	ck_assert_str_eq(peer, "127.0.0.1");
+	/* "127.0.0.1" needs 10 bytes with its NUL. */
+	ck_assert_int_eq(bq_http_req_peer(req, small, sizeof(small)), -ENOSPC);
+	ck_assert_int_eq(bq_http_req_peer(req, peer, 10), 0);
+
+	/* Response splitting and other control characters are refused. */
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-A", "a\r\nSet-Cookie: evil=1"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-A", "a\nb"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-A", "a\x01"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-A", "a\x7f"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-A\r\nX-B", "1"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "X A", "1"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-A:", "1"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "", "1"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-A", NULL), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, NULL, "1"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "content-length", "1"), -EINVAL);
+	ck_assert_int_eq(bq_http_req_add_header(req, "Content-Type", "text/html"), -EINVAL);
+
+	/* Copied: the caller's buffer may change after the call. */
+	snprintf(name, sizeof(name), "X-Copied");
+	ck_assert_int_eq(bq_http_req_add_header(req, name, "tab\there; ok"), 0);
+	memset(name, 'z', sizeof(name) - 1);
+	ck_assert_int_eq(bq_http_req_add_header(req, "Set-Cookie", "a=1; HttpOnly"), 0);
+	ck_assert_int_eq(bq_http_req_add_header(req, "Set-Cookie", "b=2"), 0);
+	for (int i = 3; i < BQ_HTTP_REQ_HEADERS_MAX; i++) {
+		snprintf(name, sizeof(name), "X-H%d", i);
+		ck_assert_int_eq(bq_http_req_add_header(req, name, "v"), 0);
+	}
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-Seventeenth", "v"), -ENOSPC);
+	ck_assert_int_eq(bq_http_reply(req, 200, NULL, "{}", 2), 0);
+}
+
+static void h_hdr_error(struct bq_http_req *req, void *ud)
+{
+	(void)ud;
+	g.handler_calls++;
+	ck_assert_int_eq(bq_http_req_add_header(req, "Retry-After", "7"), 0);
+	ck_assert_int_eq(bq_http_reply_error(req, 429, "rate_limited", "slow down"), 0);
+}
+
+static void h_hdr_events(struct bq_http_req *req, void *ud)
+{
+	(void)ud;
+	g.handler_calls++;
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-Stream", "yes"), 0);
+	g.st = bq_http_reply_stream(req, on_closed, &g);
+	ck_assert_ptr_nonnull(g.st);
+	ck_assert_int_eq(bq_http_stream_send(g.st, "data: x\n\n", 9), 0);
+}
+
+static void h_hdr_defer(struct bq_http_req *req, void *ud)
+{
+	(void)ud;
+	g.handler_calls++;
+	ck_assert_int_eq(bq_http_req_add_header(req, "X-Later", "kept"), 0);
+	g.held = req;
+	g.timer_fn = reply_held_later;
+	ck_assert_int_eq(bq_timer_start(g.timer, 20), 0);
+}
+
 static const struct bq_http_route routes[] = {
 	{BQ_HTTP_GET, "/api/status", h_status},
 	{BQ_HTTP_GET, "/health", h_status},
@@ -250,6 +322,10 @@ static const struct bq_http_route routes[] = {
 	{BQ_HTTP_GET, "/api/events", h_events},
 	{BQ_HTTP_GET, "/api/quiet-events", h_events_quiet},
 	{BQ_HTTP_GET, "/api/late-events", h_late_events},
+	{BQ_HTTP_GET, "/api/hdr", h_hdr},
+	{BQ_HTTP_GET, "/api/hdr-error", h_hdr_error},
+	{BQ_HTTP_GET, "/api/hdr-events", h_hdr_events},
+	{BQ_HTTP_GET, "/api/hdr-defer", h_hdr_defer},
 	{BQ_HTTP_GET, NULL, NULL},
 };
 
@@ -1147,6 +1223,187 @@ START_TEST(test_keep_alive_two_requests)
 }
 END_TEST
 
+/* ---- peer address, added and default headers ------------------------------------ */
+
+/* How many times a header appears in the response head. */
+static int header_count(const struct client *c, const char *name)
+{
+	const char *end = strstr(c->resp, "\r\n\r\n");
+	const char *p = c->resp;
+	size_t nlen = strlen(name);
+	int n = 0;
+
+	while ((p = strstr(p, "\r\n")) && p < end) {
+		p += 2;
+		if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+			n++;
+		}
+	}
+	return n;
+}
+
+START_TEST(test_peer_and_added_headers)
+{
+	struct client *c;
+	char v[64];
+
+	start_default();
+	c = roundtrip("GET /api/hdr HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_int_eq(g.handler_calls, 1);
+	ck_assert_str_eq(resp_header(c, "X-Copied", v, sizeof(v)), "tab\there; ok");
+	ck_assert_int_eq(header_count(c, "Set-Cookie"), 2);
+	ck_assert_ptr_nonnull(strstr(c->resp, "\r\nSet-Cookie: a=1; HttpOnly\r\n"));
+	ck_assert_ptr_nonnull(strstr(c->resp, "\r\nSet-Cookie: b=2\r\n"));
+	ck_assert_str_eq(resp_header(c, "X-H3", v, sizeof(v)), "v");
+	ck_assert_str_eq(resp_header(c, "X-H15", v, sizeof(v)), "v");
+	ck_assert_ptr_null(resp_header(c, "X-Seventeenth", v, sizeof(v)));
+	ck_assert_ptr_null(resp_header(c, "X-A", v, sizeof(v)));
+	ck_assert_ptr_null(strstr(c->resp, "evil"));
+	ck_assert_int_eq(header_count(c, "Content-Type"), 1);
+	free(c);
+
+	/* On an error reply, and the headers belong to one request only. */
+	c = roundtrip("GET /api/hdr-error HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 429);
+	assert_error_body(c, "slow down", "rate_limited");
+	ck_assert_str_eq(resp_header(c, "Retry-After", v, sizeof(v)), "7");
+	ck_assert_int_eq(header_count(c, "Set-Cookie"), 0);
+	free(c);
+
+	/* On a deferred reply. */
+	c = roundtrip("GET /api/hdr-defer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 202);
+	ck_assert_str_eq(resp_header(c, "X-Later", v, sizeof(v)), "kept");
+	free(c);
+
+	/* On an event stream. */
+	c = client_new("GET /api/hdr-events HTTP/1.1\r\nHost: x\r\n\r\n");
+	c->until = "data: x\n\n";
+	client_start(c);
+	client_finish(c);
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_str_eq(resp_header(c, "X-Stream", v, sizeof(v)), "yes");
+	ck_assert_str_eq(resp_header(c, "Content-Type", v, sizeof(v)), "text/event-stream");
+	free(c);
+	ck_assert(bq_test_run_until(g.loop, stream_closed, NULL, 5000));
+	ck_assert_int_eq(g.handler_calls, 4);
+}
+END_TEST
+
+static const char *const sec_headers[] = {
+	"X-Content-Type-Options",
+	"nosniff",
+	"X-Frame-Options",
+	"DENY",
+	"Content-Security-Policy",
+	"default-src 'self'; frame-ancestors 'none'",
+	NULL,
+};
+
+static void assert_sec_headers(const struct client *c)
+{
+	char v[128];
+
+	ck_assert_str_eq(resp_header(c, "X-Content-Type-Options", v, sizeof(v)), "nosniff");
+	ck_assert_str_eq(resp_header(c, "X-Frame-Options", v, sizeof(v)), "DENY");
+	ck_assert_str_eq(resp_header(c, "Content-Security-Policy", v, sizeof(v)),
+			 "default-src 'self'; frame-ancestors 'none'");
+	ck_assert_int_eq(header_count(c, "X-Frame-Options"), 1);
+}
+
+START_TEST(test_default_headers)
+{
+	struct bq_http_server_config cfg;
+	struct client *c;
+	char *big;
+	char v[64];
+
+	bq_http_server_config_defaults(&cfg);
+	cfg.default_headers = sec_headers;
+	cfg.max_body = 16;
+	cfg.bearer_token = TOKEN;
+	start_cfg(&cfg);
+
+	/* The server's own answers: 401 before routing, 404, 405, 413. */
+	c = roundtrip("GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 401);
+	assert_sec_headers(c);
+	free(c);
+	c = roundtrip("GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		      "Authorization: Bearer " TOKEN "\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 404);
+	assert_sec_headers(c);
+	free(c);
+	c = roundtrip("DELETE /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		      "Authorization: Bearer " TOKEN "\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 405);
+	assert_sec_headers(c);
+	ck_assert_str_eq(resp_header(c, "Allow", v, sizeof(v)), "GET");
+	free(c);
+	big = big_request("POST /api/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+			  "Authorization: Bearer " TOKEN "\r\nContent-Length: 17\r\n\r\n",
+			  17);
+	c = roundtrip(big);
+	ck_assert_int_eq(resp_status(c), 413);
+	assert_sec_headers(c);
+	free(c);
+	free(big);
+
+	/* A handler's 200, its error, and a request's own header next to the defaults. */
+	c = roundtrip("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	assert_sec_headers(c);
+	free(c);
+	c = roundtrip("GET /api/hdr-error HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		      "Authorization: Bearer " TOKEN "\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 429);
+	assert_sec_headers(c);
+	ck_assert_str_eq(resp_header(c, "Retry-After", v, sizeof(v)), "7");
+	free(c);
+
+	/* An event stream. */
+	c = client_new("GET /api/hdr-events HTTP/1.1\r\nHost: x\r\n"
+		       "Authorization: Bearer " TOKEN "\r\n\r\n");
+	c->until = "data: x\n\n";
+	client_start(c);
+	client_finish(c);
+	ck_assert_int_eq(resp_status(c), 200);
+	assert_sec_headers(c);
+	ck_assert_str_eq(resp_header(c, "X-Stream", v, sizeof(v)), "yes");
+	free(c);
+	ck_assert(bq_test_run_until(g.loop, stream_closed, NULL, 5000));
+}
+END_TEST
+
+START_TEST(test_bad_default_headers)
+{
+	static const char *const crlf[] = {"X-A", "1\r\nX-B: 2", NULL};
+	static const char *const no_value[] = {"X-A", NULL};
+	static const char *const bad_name[] = {"X A", "1", NULL};
+	static const char *const ours[] = {"Content-Length", "1", NULL};
+	static const char *const empty[] = {NULL};
+	const char *const *bad[] = {crlf, no_value, bad_name, ours};
+	struct bq_http_server_config cfg;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		bq_http_server_config_defaults(&cfg);
+		cfg.routes = routes;
+		cfg.default_headers = bad[i];
+		ck_assert_int_eq(
+			bq_http_server_start(g.loop, g.log, &cfg, &g.srv, err, sizeof(err)),
+			-EINVAL);
+		ck_assert_ptr_null(g.srv);
+		ck_assert_ptr_nonnull(strstr(err, "bad default header"));
+	}
+	/* An empty list is no headers. */
+	bq_http_server_config_defaults(&cfg);
+	cfg.default_headers = empty;
+	start_cfg(&cfg);
+}
+END_TEST
+
 static Suite *http_server_suite(void)
 {
 	Suite *s = suite_create("http_server");
@@ -1169,6 +1426,9 @@ static Suite *http_server_suite(void)
 	tcase_add_test(basic, test_small_max_body);
 	tcase_add_test(basic, test_bearer_token);
 	tcase_add_test(basic, test_keep_alive_two_requests);
+	tcase_add_test(basic, test_peer_and_added_headers);
+	tcase_add_test(basic, test_default_headers);
+	tcase_add_test(life, test_bad_default_headers);
 	tcase_add_test(defer, test_deferred_reply);
 	tcase_add_test(defer, test_client_leaves_while_deferred);
 	tcase_add_test(stream, test_sse_two_events);
