@@ -4,6 +4,9 @@
 #   scripts/install-deps.sh           build + test dependencies
 #   scripts/install-deps.sh --runtime only what running the system needs
 #   scripts/install-deps.sh --fuzz    build + test dependencies and clang's libFuzzer
+#   scripts/install-deps.sh --bench   build + test dependencies and the Flask baseline of
+#                                     bench/baseline (python3-flask under gunicorn); only
+#                                     bench/run.sh needs it, never the tests
 set -euo pipefail
 
 build_pkgs=(
@@ -23,8 +26,9 @@ pkgs=("${build_pkgs[@]}")
 case "${1:-}" in
 --runtime) pkgs=("${runtime_pkgs[@]}") ;;
 --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+--bench) pkgs+=(python3-flask gunicorn python3-requests) ;;
 "") ;;
-*) echo "install-deps: unknown option '$1' (use --runtime or --fuzz)" >&2; exit 2 ;;
+*) echo "install-deps: unknown option '$1' (use --runtime, --fuzz or --bench)" >&2; exit 2 ;;
 esac
 
 missing=()
