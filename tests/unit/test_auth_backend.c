@@ -276,17 +276,18 @@ START_TEST(test_hash_verify_round_trip)
 	do_verify(loop, w, &min_params, "not a hash at all", "correct horse battery staple", &v);
 	ck_assert_int_eq(v.err, -EINVAL);
 	ck_assert(!v.ok);
-	snprintf(bad, sizeof(bad), "%s", h.hash);
+	ck_assert_int_lt(snprintf(bad, sizeof(bad), "%s", h.hash), (int)sizeof(bad));
 	bad[28] = '!'; /* inside the salt: not base64 */
 	do_verify(loop, w, &min_params, bad, "correct horse battery staple", &v);
 	ck_assert_int_eq(v.err, -EINVAL);
 	ck_assert(!v.ok);
 	ck_assert(!v.needs_rehash);
-	snprintf(bad, sizeof(bad), "%s", h.hash);
+	ck_assert_int_lt(snprintf(bad, sizeof(bad), "%s", h.hash), (int)sizeof(bad));
 	bad[13] = 'x'; /* "$argon2id$v=1x" */
 	do_verify(loop, w, &min_params, bad, "correct horse battery staple", &v);
 	ck_assert_int_eq(v.err, -EINVAL);
-	snprintf(bad, sizeof(bad), "$argon2i$%s", h.hash + strlen("$argon2id$"));
+	ck_assert_int_lt(snprintf(bad, sizeof(bad), "$argon2i$%s", h.hash + strlen("$argon2id$")),
+			 (int)sizeof(bad));
 	do_verify(loop, w, &min_params, bad, "correct horse battery staple", &v);
 	ck_assert_int_eq(v.err, -EINVAL);
 
