@@ -19,6 +19,8 @@ start_manager mgr --api-port 0 --data-dir "$T/data" --poll-interval 1s \
 # A live event stream, as a browser or the backend's status page would hold it.
 curl -sN "$MGR_URL/api/events" >"$T/sse.out" 2>/dev/null &
 EXTRA_PIDS+=($!)
+# The manager's stream has no replay: be connected before the sessions change.
+wait_until 5 "the event stream is open" grep -q 'blueq-manager events' "$T/sse.out"
 for u in u1 u2; do
 	curl -sf -X POST "$MGR_URL/api/connect" -d "{\"user_id\":\"$u\",\"user_name\":\"User $u\"}" >/dev/null
 done
