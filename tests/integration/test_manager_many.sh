@@ -45,7 +45,10 @@ for mode in dedicated shared; do
 	dials=$(mgr_stat dials)
 	echo "$mode: ready again $(((t1 - t0) / 1000000)) ms after the restart; dials=$dials peak=$peak/s (bound $RATE/s + $BURST)"
 	[ "$peak" -ge 1 ] || fail "$mode: no dial was measured"
-	[ "$peak" -le $((RATE + BURST)) ] || fail "$mode: peak connect rate $peak/s above the bound"
+	# The gate reserves evenly spaced slots; a loop that falls behind (a loaded CI machine,
+	# the sanitizer build) can only make dials late, which may bunch a few into one
+	# second: 10 % on top of rate + burst, far below an unbounded storm (all at once).
+	[ "$peak" -le $(((RATE + BURST) * 11 / 10)) ] || fail "$mode: peak connect rate $peak/s above the bound"
 	if [ "$mode" = dedicated ]; then
 		# Every user has its own link: the restart made one reconnect each.
 		[ "$dials" -ge $((2 * USERS)) ] || fail "dedicated: only $dials dials for $USERS users"
