@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "core/alloc.h"
+#include "core/utf8.h"
 
 _Static_assert(crypto_pwhash_argon2id_STRBYTES <= BQ_PASSWORD_HASH_MAX,
 	       "BQ_PASSWORD_HASH_MAX too small for an Argon2id string");
@@ -68,51 +69,6 @@ bool bq_username_valid(const char *s, char *why, size_t whylen)
 	return true;
 }
 
-/*
- * Length of the UTF-8 sequence at s[i] and its code point, or 0 if it is not a
- * shortest-form encoding of a scalar value (RFC 3629).
- */
-static size_t utf8_next(const unsigned char *s, size_t len, size_t i, uint32_t *cp)
-{
-	unsigned char c = s[i];
-	size_t n;
-	uint32_t v, min;
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		v = c & 0x1f;
-		min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		v = c & 0x0f;
-		min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		v = c & 0x07;
-		min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (n > len - i) {
-		return 0;
-	}
-	for (size_t k = 1; k < n; k++) {
-		if ((s[i + k] & 0xc0) != 0x80) {
-			return 0;
-		}
-		v = (v << 6) | (s[i + k] & 0x3f);
-	}
-	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) {
-		return 0;
-	}
-	*cp = v;
-	return n;
-}
-
 /* Unicode's White_Space property (PropList.txt), so "only spaces" means every kind. */
 static bool is_space(uint32_t cp)
 {
@@ -137,7 +93,7 @@ bool bq_password_acceptable(const char *pw, size_t len, char *why, size_t whylen
 	}
 	while (i < len) {
 		uint32_t cp;
-		size_t n = utf8_next(u, len, i, &cp);
+		size_t n = bq_utf8_next(u, len, i, &cp);
 
 		if (n == 0) {
 			set_why(why, whylen, "a password must be valid UTF-8 text");

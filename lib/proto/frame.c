@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/cursor.h"
+#include "core/utf8.h"
 
 /* version .. timestamp: the part of the header that has a fixed size. */
 #define FIXED_LEN 28
@@ -37,52 +38,6 @@ int bq_user_id_valid(const char *s, size_t len)
 	return 1;
 }
 
-/*
- * Length of the UTF-8 sequence at s[i] and its code point, or 0 if it is not a
- * shortest-form encoding of a scalar value (RFC 3629: no overlongs, no surrogates,
- * nothing above U+10FFFF).
- */
-static size_t utf8_seq(const unsigned char *s, size_t len, size_t i, uint32_t *cp)
-{
-	unsigned char c = s[i];
-	size_t n;
-	uint32_t v, min;
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		v = c & 0x1f;
-		min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		v = c & 0x0f;
-		min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		v = c & 0x07;
-		min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (n > len - i) {
-		return 0;
-	}
-	for (size_t k = 1; k < n; k++) {
-		if ((s[i + k] & 0xc0) != 0x80) {
-			return 0;
-		}
-		v = (v << 6) | (s[i + k] & 0x3f);
-	}
-	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) {
-		return 0;
-	}
-	*cp = v;
-	return n;
-}
-
 int bq_name_valid(const char *s, size_t len)
 {
 	const unsigned char *u = (const unsigned char *)s;
@@ -93,7 +48,7 @@ int bq_name_valid(const char *s, size_t len)
 	}
 	while (i < len) {
 		uint32_t cp;
-		size_t n = utf8_seq(u, len, i, &cp);
+		size_t n = bq_utf8_next(u, len, i, &cp);
 
 		/* C0, DEL and C1 controls would break log lines and terminals. */
 		if (n == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) {
