@@ -4,7 +4,6 @@
  * of every registered user through the manager, the manager's users poll). One loop;
  * Argon2id on a worker pool; SQLite in the data directory. See docs/backend.md.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,45 +24,22 @@
 #include "core/file.h"
 #include "core/opt.h"
 #include "core/proc.h"
+#include "http/check.h"
 
 #define SYNOPSIS "[OPTIONS]"
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const hash_costs[] = {"interactive", "minimum", NULL};
 
-static int check_url(const char *value, char *err, size_t errlen)
-{
-	if ((strncasecmp(value, "http://", 7) == 0 && value[7] && value[7] != '/') ||
-	    (strncasecmp(value, "https://", 8) == 0 && value[8] && value[8] != '/')) {
-		if (!strpbrk(value, " \t\r\n?#") && strlen(value) <= 1024) {
-			return 0;
-		}
-	}
-	snprintf(err, errlen, "'%s' is not a usable http:// URL", value);
-	return -EINVAL;
-}
-
-static int check_host(const char *value, char *err, size_t errlen)
-{
-	uint8_t buf[16];
-
-	if (strcmp(value, "localhost") == 0 || inet_pton(AF_INET, value, buf) == 1 ||
-	    inet_pton(AF_INET6, value, buf) == 1) {
-		return 0;
-	}
-	snprintf(err, errlen, "'%s' is not a numeric IPv4 or IPv6 address", value);
-	return -EINVAL;
-}
-
 #define OFF(f) offsetof(struct be_opts, f)
 
 static const struct bq_opt options[] = {
 	{"port", 'p', BQ_OPT_INT, OFF(port), "5000", 0, 65535, NULL, NULL, 0, "PORT",
 	 "HTTP port (0: any free port, logged)"},
-	{"host", 0, BQ_OPT_STRING, OFF(host), "127.0.0.1", 0, 0, NULL, check_host, 0, "ADDR",
-	 "HTTP address to listen on"},
+	{"host", 0, BQ_OPT_STRING, OFF(host), "127.0.0.1", 0, 0, NULL, bq_http_check_listen_host, 0,
+	 "ADDR", "HTTP address to listen on"},
 	{"manager-url", 'm', BQ_OPT_STRING, OFF(manager_url), "http://localhost:8001", 0, 0, NULL,
-	 check_url, 0, "URL", "the client manager"},
+	 bq_http_check_url, 0, "URL", "the client manager"},
 	{"manager-token", 0, BQ_OPT_STRING, OFF(manager_token), NULL, 0, 0, NULL, NULL, 0, "TOKEN",
 	 "bearer token for the manager's API (its --api-token)"},
 	{"data-dir", 'd', BQ_OPT_STRING, OFF(data_dir), "./data", 0, 0, NULL, NULL, 0, "DIR",

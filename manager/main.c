@@ -6,7 +6,6 @@
  * with the defaults D8:3A:DD:03:1E:77 http://localhost:5000 8001, plus named options
  * and a config file from the same option table. Wiring only: see manager.h.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -15,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +24,7 @@
 #include "core/file.h"
 #include "core/opt.h"
 #include "core/proc.h"
+#include "http/check.h"
 #include "manager.h"
 #include "transport/addr.h"
 
@@ -37,28 +36,10 @@
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const link_modes[] = {"dedicated", "shared", NULL};
 
-static int check_url(const char *value, char *err, size_t errlen)
+/* Empty is allowed here: no backend, so no push and no poll. */
+static int check_backend_url(const char *value, char *err, size_t errlen)
 {
-	const char *host;
-
-	if (value[0] == '\0') {
-		return 0; /* no backend: no push, no poll */
-	}
-	if (strncasecmp(value, "http://", 7) == 0) {
-		host = value + 7;
-	} else if (strncasecmp(value, "https://", 8) == 0) {
-		host = value + 8;
-	} else {
-		snprintf(err, errlen, "'%s' is not an http:// or https:// URL", value);
-		return -EINVAL;
-	}
-	if (!host[0] || host[0] == '/' || host[0] == ':' || strlen(value) > 1024 ||
-	    strpbrk(value, " \t\r\n?#")) {
-		snprintf(err, errlen, "'%s' is not a usable URL (expected http://host:port)",
-			 value);
-		return -EINVAL;
-	}
-	return 0;
+	return value[0] ? bq_http_check_url(value, err, errlen) : 0;
 }
 
 static int check_odin(const char *value, char *err, size_t errlen)
@@ -76,18 +57,6 @@ static int check_odin(const char *value, char *err, size_t errlen)
 	return -EINVAL;
 }
 
-static int check_host(const char *value, char *err, size_t errlen)
-{
-	uint8_t buf[16];
-
-	if (strcmp(value, "localhost") == 0 || inet_pton(AF_INET, value, buf) == 1 ||
-	    inet_pton(AF_INET6, value, buf) == 1) {
-		return 0;
-	}
-	snprintf(err, errlen, "'%s' is not a numeric IPv4 or IPv6 address", value);
-	return -EINVAL;
-}
-
 #define OFF(f) offsetof(struct mgr_opts, f)
 
 static const struct bq_opt options[] = {
@@ -95,13 +64,14 @@ static const struct bq_opt options[] = {
 	 "Odin's address: a MAC (found in the simulator's address map when simulated), "
 	 "bt-rfcomm://, bt-l2cap://, tcp:// or unix:"},
 	{"backend-url", 0, BQ_OPT_STRING, OFF(backend_url), "http://localhost:5000", 0, 0, NULL,
-	 check_url, 2, "BACKEND_URL",
+	 check_backend_url, 2, "BACKEND_URL",
 	 "the web backend (events are pushed, users polled); "
 	 "empty for none"},
 	{"api-port", 'p', BQ_OPT_INT, OFF(api_port), "8001", 0, 65535, NULL, NULL, 3, "API_PORT",
 	 "HTTP API port (0: any free port, logged)"},
-	{"api-host", 0, BQ_OPT_STRING, OFF(api_host), "127.0.0.1", 0, 0, NULL, check_host, 0,
-	 "ADDR", "HTTP API address; other than loopback only with --api-token"},
+	{"api-host", 0, BQ_OPT_STRING, OFF(api_host), "127.0.0.1", 0, 0, NULL,
+	 bq_http_check_listen_host, 0, "ADDR",
+	 "HTTP API address; other than loopback only with --api-token"},
 	{"api-token", 0, BQ_OPT_STRING, OFF(api_token), NULL, 0, 0, NULL, NULL, 0, "TOKEN",
 	 "require 'Authorization: Bearer TOKEN' on the API (except /health)"},
 	{"backend-token", 0, BQ_OPT_STRING, OFF(backend_token), NULL, 0, 0, NULL, NULL, 0, "TOKEN",
