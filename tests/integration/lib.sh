@@ -103,25 +103,33 @@ msg_id_of() {
 	echo "$1" | grep -o 'msg_id=[0-9a-f]*' | head -n 1 | cut -d= -f2
 }
 
-# start_manager NAME ARGS...: start blueq-manager (logs $T/NAME.err), wait until it
-# listens; sets MGR_PID and MGR_URL (http://127.0.0.1:PORT, read from its log line).
-start_manager() {
-	local name=$1 port
-	shift
-	"$BIN/blueq-manager" "$@" >"$T/$name.out" 2>"$T/$name.err" &
-	MGR_PID=$!
-	EXTRA_PIDS+=("$MGR_PID")
+# start_http_daemon PROGRAM NAME ARGS...: start PROGRAM (logs $T/NAME.err) and wait until
+# it logs msg="listening" on=http://ADDR:PORT; sets DAEMON_PID and DAEMON_URL
+# (http://127.0.0.1:PORT). The manager and the backend both log that line.
+start_http_daemon() {
+	local prog=$1 name=$2 port
+	shift 2
+	"$BIN/$prog" "$@" >"$T/$name.out" 2>"$T/$name.err" &
+	DAEMON_PID=$!
+	EXTRA_PIDS+=("$DAEMON_PID")
 	for _ in $(seq 1 100); do
 		port=$(grep -o 'msg="listening" on=http://[0-9.]*:[0-9]*' "$T/$name.err" 2>/dev/null |
 			head -n 1 | sed 's/.*://') || true
 		if [ -n "$port" ]; then
-			MGR_URL=http://127.0.0.1:$port
+			DAEMON_URL=http://127.0.0.1:$port
 			return 0
 		fi
-		alive "$MGR_PID" || { cat "$T/$name.err" >&2; fail "blueq-manager exited during start-up"; }
+		alive "$DAEMON_PID" || { cat "$T/$name.err" >&2; fail "$prog exited during start-up"; }
 		sleep 0.1
 	done
-	fail "blueq-manager not listening within 10 s"
+	fail "$prog not listening within 10 s"
+}
+
+# start_manager NAME ARGS...: blueq-manager; sets MGR_PID and MGR_URL.
+start_manager() {
+	start_http_daemon blueq-manager "$@"
+	MGR_PID=$DAEMON_PID
+	MGR_URL=$DAEMON_URL
 }
 
 # stop_manager: SIGTERM and wait (bounded) for a clean exit; fails on a bad status.
@@ -142,23 +150,9 @@ mgr_stat() {
 	curl -sf "$MGR_URL/api/status?clients=0" | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2
 }
 
-# start_backend NAME ARGS...: start blueq-backend (logs $T/NAME.err), wait until it
-# listens; sets BE_PID and BE_URL.
+# start_backend NAME ARGS...: blueq-backend; sets BE_PID and BE_URL.
 start_backend() {
-	local name=$1 port
-	shift
-	"$BIN/blueq-backend" "$@" >"$T/$name.out" 2>"$T/$name.err" &
-	BE_PID=$!
-	EXTRA_PIDS+=("$BE_PID")
-	for _ in $(seq 1 100); do
-		port=$(grep -o 'msg="listening" on=http://[0-9.]*:[0-9]*' "$T/$name.err" 2>/dev/null |
-			head -n 1 | sed 's/.*://') || true
-		if [ -n "$port" ]; then
-			BE_URL=http://127.0.0.1:$port
-			return 0
-		fi
-		alive "$BE_PID" || { cat "$T/$name.err" >&2; fail "blueq-backend exited during start-up"; }
-		sleep 0.1
-	done
-	fail "blueq-backend not listening within 10 s"
+	start_http_daemon blueq-backend "$@"
+	BE_PID=$DAEMON_PID
+	BE_URL=$DAEMON_URL
 }
