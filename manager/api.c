@@ -63,20 +63,22 @@ static json_t *parse_body(struct bq_http_req *req)
 	return obj;
 }
 
-/* user_id (string or integer) that can go on the mesh; replies 400 itself. */
-static bool get_user_id(struct bq_http_req *req, json_t *obj, const char *field, char *id,
-			size_t cap)
+/* A user id (string or integer) that can go on the mesh; replies 400 itself, the reason
+ * prefixed with where ("messages[3]: " in a batch, "" otherwise). */
+static bool get_user_id(struct bq_http_req *req, json_t *obj, const char *where, const char *field,
+			char *id, size_t cap)
 {
 	char err[200];
 
 	if (bq_json_get_id(obj, field, true, id, cap, err, sizeof(err)) < 0) {
-		bq_http_reply_error(req, 400, "bad_field", "%s", err);
+		bq_http_reply_error(req, 400, "bad_field", "%s%s", where, err);
 		return false;
 	}
 	if (!bq_user_id_valid(id, strlen(id))) {
-		bq_http_reply_error(req, 400, "bad_field",
-				    "field '%s' must be 1..%d characters of A-Z a-z 0-9 . _ @ : -",
-				    field, BQ_USER_ID_MAX);
+		bq_http_reply_error(
+			req, 400, "bad_field",
+			"%sfield '%s' must be 1..%d characters of A-Z a-z 0-9 . _ @ : -", where,
+			field, BQ_USER_ID_MAX);
 		return false;
 	}
 	return true;
@@ -208,7 +210,7 @@ static void h_connect(struct bq_http_req *req, void *ud)
 	if (!obj) {
 		return;
 	}
-	if (!get_user_id(req, obj, "user_id", id, sizeof(id))) {
+	if (!get_user_id(req, obj, "", "user_id", id, sizeof(id))) {
 		goto out;
 	}
 	rc = bq_json_get_string(obj, "user_name", false, 1, BQ_NAME_MAX, &name, NULL, err,
@@ -248,7 +250,7 @@ static void h_disconnect(struct bq_http_req *req, void *ud)
 	if (!obj) {
 		return;
 	}
-	if (get_user_id(req, obj, "user_id", id, sizeof(id))) {
+	if (get_user_id(req, obj, "", "user_id", id, sizeof(id))) {
 		if (bq_sessions_disconnect(m->reg, id) < 0) {
 			bq_http_reply_error(req, 404, "unknown_user", "no session for user '%s'",
 					    id);
@@ -474,16 +476,7 @@ static bool send_fields(struct bq_http_req *req, struct mgr *m, json_t *obj, con
 		bq_http_reply_error(req, 400, "bad_field", "%smust be an object", where);
 		return false;
 	}
-	if (bq_json_get_id(obj, "user_id", true, user_id, BQ_USER_ID_MAX + 1, err, sizeof(err)) <
-	    0) {
-		bq_http_reply_error(req, 400, "bad_field", "%s%s", where, err);
-		return false;
-	}
-	if (!bq_user_id_valid(user_id, strlen(user_id))) {
-		bq_http_reply_error(
-			req, 400, "bad_field",
-			"%sfield 'user_id' must be 1..%d characters of A-Z a-z 0-9 . _ @ : -",
-			where, BQ_USER_ID_MAX);
+	if (!get_user_id(req, obj, where, "user_id", user_id, BQ_USER_ID_MAX + 1)) {
 		return false;
 	}
 	if (bq_json_get_id(obj, "destination", true, dst, BQ_USER_ID_MAX + 1, err, sizeof(err)) <
