@@ -295,6 +295,7 @@ static void registered(void *ud, int err, const char *hash)
 		goto out;
 	}
 	bq_info(b->log, "accounts", "msg=\"registered\" user=%s admin=%d", u.username, u.is_admin);
+	b->contacts_gen++;
 	/* The headline path: connect the new user through the manager now, kept until done. */
 	rc = bq_bstore_pending_upsert(b->store, u.id, u.username, (int64_t)bq_wall_ms());
 	if (rc < 0) {
@@ -420,8 +421,81 @@ out:
 	json_decref(obj);
 }
 
+/*
+ * Sessions recently checked against the store, by token hash: an API request then costs
+ * no SQLite read. An entry is trusted for AUTH_CACHE_MS, after which the store is asked
+ * again (so an expired session is refused at most that late, and last_seen is still
+ * written); logout removes it at once. Only this process writes sessions.
+ */
+#define AUTH_CACHE_MAX 10000
+#define AUTH_CACHE_MS 5000
+
+struct auth_entry {
+	struct bq_buser u; /* without the password hash */
+	int64_t checked_ms;
+};
+
+static void auth_cache_clear(struct be *b)
+{
+	size_t pos = 0;
+	struct auth_entry *e;
+
+	while (b->auth_cache && (e = bq_map_next(b->auth_cache, &pos, NULL, NULL))) {
+		bq_free(e);
+	}
+	bq_map_free(b->auth_cache);
+	b->auth_cache = NULL;
+}
+
+void be_auth_cache_free(struct be *b)
+{
+	auth_cache_clear(b);
+}
+
+static bool auth_cache_get(struct be *b, const char *hash, int64_t now, struct bq_buser *out)
+{
+	struct auth_entry *e = b->auth_cache ? bq_map_get(b->auth_cache, hash, strlen(hash)) : NULL;
+
+	if (!e || now - e->checked_ms >= AUTH_CACHE_MS || now < e->checked_ms) {
+		return false;
+	}
+	*out = e->u;
+	return true;
+}
+
+static void auth_cache_put(struct be *b, const char *hash, int64_t now, const struct bq_buser *u)
+{
+	struct auth_entry *e;
+
+	if (b->auth_cache && bq_map_size(b->auth_cache) >= AUTH_CACHE_MAX) {
+		auth_cache_clear(b); /* they come back one store read each */
+	}
+	if (!b->auth_cache && !(b->auth_cache = bq_map_new())) {
+		return;
+	}
+	e = bq_map_get(b->auth_cache, hash, strlen(hash));
+	if (!e) {
+		e = bq_calloc(1, sizeof(*e));
+		if (!e || bq_map_set(b->auth_cache, hash, strlen(hash), e) < 0) {
+			bq_free(e);
+			return;
+		}
+	}
+	e->u = *u;
+	memset(e->u.pass_hash, 0, sizeof(e->u.pass_hash));
+	e->checked_ms = now;
+}
+
+static void auth_cache_forget(struct be *b, const char *hash)
+{
+	if (b->auth_cache) {
+		bq_free(bq_map_remove(b->auth_cache, hash, strlen(hash)));
+	}
+}
+
 bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out)
 {
+	int64_t now = (int64_t)bq_wall_ms();
 	char token[BQ_TOKEN_LEN + 1], hash[BQ_TOKEN_HASH_HEX + 1];
 	enum token_src src = request_token(req, token);
 
@@ -435,11 +509,16 @@ bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out)
 		return false;
 	}
 	bq_token_hash(token, hash);
-	if (bq_bstore_session_lookup(b->store, hash, (int64_t)bq_wall_ms(), out) < 0) {
+	if (auth_cache_get(b, hash, now, out)) {
+		return true;
+	}
+	if (bq_bstore_session_lookup(b->store, hash, now, out) < 0) {
+		auth_cache_forget(b, hash);
 		bq_http_reply_error(req, 401, "unauthorized",
 				    "the session has ended: log in again");
 		return false;
 	}
+	auth_cache_put(b, hash, now, out);
 	return true;
 }
 
@@ -462,6 +541,7 @@ void be_h_logout(struct bq_http_req *req, void *ud)
 		return;
 	}
 	bq_token_hash(token, hash);
+	auth_cache_forget(b, hash);
 	if (bq_bstore_session_remove(b->store, hash) < 0) {
 		bq_http_reply_error(req, 401, "unauthorized", "no such session");
 		return;

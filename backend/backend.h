@@ -21,6 +21,7 @@
 #include "core/worker.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "http/static.h"
 #include "loop/loop.h"
 
 #define BE_PROG "blueq-backend"
@@ -32,6 +33,7 @@ struct be_opts {
 	char *manager_token;
 	char *data_dir;
 	char *admin;
+	char *web_dir;
 	int hash_cost; /* 0 interactive, 1 minimum (tests only) */
 	uint64_t token_ttl;
 	int64_t max_body;
@@ -50,9 +52,12 @@ struct be {
 	struct bq_http_client *cli;
 	struct bq_worker *worker;
 	struct bq_bstore *store;
+	struct bq_http_static *web; /* NULL: no web UI (the default directory is absent) */
 	struct bq_auth_params hash_params;
 	char service_hash[BQ_TOKEN_HASH_HEX + 1]; /* the manager's token, hashed */
 	bool stopping;
+	bool bad_option;	   /* start-up failed on an option's value: exit 2 */
+	struct bq_map *auth_cache; /* accounts.c: token hash -> recently checked session */
 
 	/* Connect pushes to the manager (mesh.c). */
 	struct bq_timer *push_timer;
@@ -63,6 +68,9 @@ struct be {
 
 	/* bluetooth.c: user id -> struct be_bt_user, from the manager's events. */
 	struct bq_map *bt_users;
+	void *reads; /* struct be_reads: cached GETs of the manager, private to bluetooth.c */
+	/* Bumped on every change a contact list shows (users, sessions, presence). */
+	uint64_t contacts_gen;
 	uint64_t events_applied, events_repeated;
 
 	/* chat.c: browser event streams. */
@@ -85,6 +93,8 @@ void be_h_me(struct bq_http_req *req, void *ud);
  * 401/403 reply.
  */
 bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out);
+/* Free the cache of checked sessions (at exit). */
+void be_auth_cache_free(struct be *b);
 /* Reply with a JSON value (stolen). */
 void be_reply_json(struct bq_http_req *req, unsigned status, json_t *v);
 
@@ -106,6 +116,10 @@ void be_bt_foreach(const struct be *b,
 		   void (*fn)(const char *user_id, const struct be_bt_user *u, void *ud), void *ud);
 void be_h_bt_events(struct bq_http_req *req, void *ud);
 void be_h_bt_manager_status(struct bq_http_req *req, void *ud);
+/* GET /api/mesh: the manager's directory and topology (its /api/users), cached alike. */
+void be_h_bt_mesh(struct bq_http_req *req, void *ud);
+/* Something changed in the manager: the next status/mesh read asks it again. */
+void be_bt_reads_stale(struct be *b);
 void be_h_bt_manager_connect(struct bq_http_req *req, void *ud);
 void be_h_bt_manager_disconnect(struct bq_http_req *req, void *ud);
 void be_h_bt_send(struct bq_http_req *req, void *ud);

@@ -23,10 +23,59 @@ static const char *const MOD = "bluetooth";
 #define BT_USERS_MAX 100000 /* users remembered from the manager's events */
 #define PROXY_TIMEOUT_MS 5000
 
+/*
+ * Cached reads of the manager (GET /api/status, GET /api/users). However many browsers
+ * ask, the manager is asked once at a time: requests that arrive while a read is in
+ * flight wait for it and all get its answer, and an answer younger than READ_FRESH_MS
+ * is served again without asking. Every event batch from the manager and every call
+ * the backend makes on a user's behalf marks them stale, so a change the manager
+ * reported (or this backend caused) is never hidden behind the cache.
+ */
+#define READ_FRESH_MS 100
+#define READ_WAITERS_MAX 4096
+
+enum { READ_STATUS, READ_USERS, READ_KINDS };
+
+static const char *const read_paths[READ_KINDS] = {"/api/status", "/api/users"};
+
+struct read_waiter {
+	struct read_cache *rc;
+	struct bq_http_req *req;
+	struct read_waiter *prev, *next;
+};
+
+struct read_cache {
+	struct be *b;
+	const char *path;
+	char *body; /* the manager's last 2xx answer, or NULL */
+	size_t len;
+	unsigned status;
+	uint64_t fetched_us;
+	bool in_flight;
+	bool stale; /* marked while a read was in flight: its answer is not reused */
+	struct read_waiter *waiters;
+	size_t n_waiters;
+};
+
+struct be_reads {
+	struct read_cache kinds[READ_KINDS];
+};
+
+static void reads_free(struct be *b);
+
 int be_bt_start(struct be *b, char *err, size_t errlen)
 {
+	struct be_reads *r = bq_calloc(1, sizeof(*r));
+
+	if (r) {
+		for (unsigned i = 0; i < READ_KINDS; i++) {
+			r->kinds[i].b = b;
+			r->kinds[i].path = read_paths[i];
+		}
+	}
+	b->reads = r;
 	b->bt_users = bq_map_new();
-	if (!b->bt_users) {
+	if (!b->bt_users || !r) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
@@ -39,6 +88,7 @@ void be_bt_stop(struct be *b)
 	const char *k;
 	struct be_bt_user *u;
 
+	reads_free(b);
 	if (!b->bt_users) {
 		return;
 	}
@@ -238,6 +288,10 @@ void be_h_bt_events(struct bq_http_req *req, void *ud)
 	}
 	b->events_applied += applied;
 	b->events_repeated += repeated;
+	if (applied) {
+		b->contacts_gen++;
+		be_bt_reads_stale(b);
+	}
 	if (ignored) {
 		bq_debug(b->log, MOD, "msg=\"events not understood\" count=%zu", ignored);
 	}
@@ -264,6 +318,7 @@ static void proxy_done(int status, const char *body, size_t len, void *ud)
 {
 	struct proxy *p = ud;
 
+	be_bt_reads_stale(p->b); /* a connect, disconnect or send may have changed them */
 	if (p->req) {
 		if (status < 0) {
 			bq_http_reply_error(p->req, 503, "manager_unreachable",
@@ -316,6 +371,130 @@ static void proxy(struct be *b, struct bq_http_req *req, const char *method, con
 	bq_http_req_on_abort(req, proxy_abort, p);
 }
 
+static void waiter_unlink(struct read_waiter *w)
+{
+	struct read_cache *rc = w->rc;
+
+	if (w->prev) {
+		w->prev->next = w->next;
+	} else {
+		rc->waiters = w->next;
+	}
+	if (w->next) {
+		w->next->prev = w->prev;
+	}
+	rc->n_waiters--;
+}
+
+static void waiter_abort(struct bq_http_req *req, void *ud)
+{
+	struct read_waiter *w = ud;
+
+	(void)req;
+	waiter_unlink(w);
+	bq_free(w);
+}
+
+static void read_done(int status, const char *body, size_t len, void *ud)
+{
+	struct read_cache *rc = ud;
+	struct read_waiter *w, *list = rc->waiters;
+	char *copy = NULL;
+
+	rc->in_flight = false;
+	rc->waiters = NULL;
+	rc->n_waiters = 0;
+	bq_free(rc->body);
+	rc->body = NULL;
+	if (status >= 200 && status < 300 && !rc->stale && (copy = bq_malloc(len + 1))) {
+		memcpy(copy, body, len);
+		rc->body = copy;
+		rc->len = len;
+		rc->status = (unsigned)status;
+		rc->fetched_us = bq_loop_now_us(rc->b->loop);
+	}
+	rc->stale = false;
+	while ((w = list)) {
+		list = w->next;
+		if (status < 0) {
+			bq_http_reply_error(w->req, 503, "manager_unreachable",
+					    "the manager at %s is unreachable: %s",
+					    rc->b->o->manager_url, strerror(-status));
+		} else {
+			bq_http_reply(w->req, (unsigned)status, NULL, body, len);
+		}
+		bq_free(w);
+	}
+}
+
+static void read_cached(struct be *b, struct bq_http_req *req, unsigned kind)
+{
+	struct be_reads *r = b->reads;
+	struct read_cache *rc = &r->kinds[kind];
+	struct bq_http_request hr = {0};
+	struct read_waiter *w;
+	char url[1200];
+	int err;
+
+	if (rc->body && bq_loop_now_us(b->loop) - rc->fetched_us < READ_FRESH_MS * 1000ull) {
+		bq_http_reply(req, rc->status, NULL, rc->body, rc->len);
+		return;
+	}
+	if (rc->n_waiters >= READ_WAITERS_MAX || !(w = bq_calloc(1, sizeof(*w)))) {
+		bq_http_reply_error(req, 503, "busy", "too many requests waiting for the manager");
+		return;
+	}
+	if (!rc->in_flight) {
+		snprintf(url, sizeof(url), "%s%s", b->o->manager_url, rc->path);
+		hr.method = "GET";
+		hr.url = url;
+		hr.bearer_token = b->o->manager_token;
+		hr.timeout_ms = PROXY_TIMEOUT_MS;
+		err = bq_http_client_request(b->cli, &hr, read_done, rc, NULL);
+		if (err < 0) {
+			bq_free(w);
+			bq_http_reply_error(req, 503, "busy", "cannot call the manager now: %s",
+					    strerror(-err));
+			return;
+		}
+		rc->in_flight = true;
+	}
+	w->rc = rc;
+	w->req = req;
+	w->next = rc->waiters;
+	if (w->next) {
+		w->next->prev = w;
+	}
+	rc->waiters = w;
+	rc->n_waiters++;
+	bq_http_req_on_abort(req, waiter_abort, w);
+}
+
+/* After the server and the client are gone: no waiter and no read is left. */
+static void reads_free(struct be *b)
+{
+	struct be_reads *r = b->reads;
+
+	for (unsigned i = 0; r && i < READ_KINDS; i++) {
+		bq_free(r->kinds[i].body);
+	}
+	bq_free(r);
+	b->reads = NULL;
+}
+
+void be_bt_reads_stale(struct be *b)
+{
+	struct be_reads *r = b->reads;
+
+	for (unsigned i = 0; r && i < READ_KINDS; i++) {
+		bq_free(r->kinds[i].body);
+		r->kinds[i].body = NULL;
+		if (r->kinds[i].in_flight) {
+			r->kinds[i].stale = true;
+		}
+	}
+}
+
 /* The user may act for user_id: themselves, or anyone when admin. Replies 403 itself. */
 static bool may_act_for(struct bq_http_req *req, const struct bq_buser *me, const char *user_id)
 {
@@ -332,7 +511,18 @@ void be_h_bt_manager_status(struct bq_http_req *req, void *ud)
 	struct bq_buser me;
 
 	if (be_auth_user(b, req, &me)) {
-		proxy(b, req, "GET", "/api/status", NULL);
+		read_cached(b, req, READ_STATUS);
+	}
+}
+
+void be_h_bt_mesh(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	struct bq_buser me;
+
+	(void)ud;
+	if (be_auth_user(b, req, &me)) {
+		read_cached(b, req, READ_USERS);
 	}
 }
 

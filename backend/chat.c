@@ -93,6 +93,7 @@ struct be_chat {
 	struct early_delivery early[EARLY_MAX];
 	size_t early_next;
 	uint64_t published, dropped_streams, replays, resets;
+	struct contacts_cache *contacts;
 };
 
 static struct be_chat *chat_of(const struct be *b)
@@ -492,25 +493,49 @@ static int contact_cmp(const void *pa, const void *pb)
 	return r;
 }
 
-void be_h_contacts(struct bq_http_req *req, void *ud)
+/*
+ * The contact list is the same for everyone but the caller, and it changes far less
+ * often than it is read: it is built once per change (b->contacts_gen) as one compact
+ * JSON text per contact, in order, and each request copies the pieces around its own
+ * entry. No store query and no JSON encoding per request.
+ */
+struct contact_piece {
+	size_t off, len; /* in contacts_cache.text */
+};
+
+struct contacts_cache {
+	bool valid;
+	uint64_t gen;
+	struct bq_buf text;	      /* every contact's JSON, back to back */
+	struct contact_piece *pieces; /* in list order */
+	size_t n;
+	struct bq_map *index; /* user id -> struct contact_piece */
+	bool truncated;
+};
+
+static void contacts_cache_clear(struct contacts_cache *cc)
 {
-	struct be *b = bq_http_req_user_data(req);
+	bq_buf_free(&cc->text);
+	bq_free(cc->pieces);
+	bq_map_free(cc->index);
+	memset(cc, 0, sizeof(*cc));
+}
+
+/* Walk the store and the manager's users into a sorted array of contact objects. */
+static int contacts_collect(struct be *b, json_t ***list_out, size_t *n_out, json_t **objs,
+			    bool *truncated)
+{
 	struct contacts_walk w = {0};
-	struct bq_buser me;
-	json_t **list = NULL, *arr = NULL, *v;
+	json_t **list = NULL, *v;
 	const char *key;
 	int64_t cursor = 0, next = 0;
 	bool more = true;
 	size_t n = 0;
-	int rc = 0;
+	int rc;
 
-	(void)ud;
-	if (!be_auth_user(b, req, &me)) {
-		return;
-	}
 	w.web = json_object();
 	if (!w.web) {
-		goto oom;
+		return -ENOMEM;
 	}
 	/* Every live web user: the manager's poll walk, from the start, page by page. */
 	while (more && !w.truncated) {
@@ -518,44 +543,125 @@ void be_h_contacts(struct bq_http_req *req, void *ud)
 					   &w, &next, &more);
 		if (rc < 0) {
 			json_decref(w.web);
-			bq_http_reply_error(req, 500, "store_error", "cannot read the users: %s",
-					    strerror(-rc));
-			return;
+			return rc;
 		}
 		cursor = next;
 	}
 	be_bt_foreach(b, contacts_add_bt, &w);
-	json_object_del(w.web, me.username);
 	if (w.truncated) {
 		bq_warn(b->log, MOD, "msg=\"contacts cut\" max=%d", CONTACTS_MAX);
 	}
 	list = bq_calloc(json_object_size(w.web) + 1, sizeof(*list));
-	arr = json_array();
-	if (!list || !arr) {
-		goto oom;
+	if (!list) {
+		json_decref(w.web);
+		return -ENOMEM;
 	}
 	json_object_foreach(w.web, key, v)
 	{
 		list[n++] = v;
 	}
 	qsort(list, n, sizeof(*list), contact_cmp);
-	for (size_t i = 0; i < n; i++) {
-		if (json_array_append(arr, list[i]) < 0) {
-			goto oom;
+	*list_out = list;
+	*n_out = n;
+	*objs = w.web; /* owns the objects list points at */
+	*truncated = w.truncated;
+	return 0;
+}
+
+static int contacts_cache_build(struct be *b, struct contacts_cache *cc)
+{
+	json_t **list = NULL, *objs = NULL;
+	size_t n = 0;
+	int rc;
+
+	contacts_cache_clear(cc);
+	rc = contacts_collect(b, &list, &n, &objs, &cc->truncated);
+	if (rc < 0) {
+		return rc;
+	}
+	bq_buf_init(&cc->text, CONTACTS_REPLY_MAX);
+	cc->pieces = bq_calloc(n + 1, sizeof(*cc->pieces));
+	cc->index = bq_map_new();
+	rc = cc->pieces && cc->index ? 0 : -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const char *id = json_string_value(json_object_get(list[i], "user_id"));
+		struct contact_piece *p = &cc->pieces[i];
+
+		p->off = cc->text.len;
+		rc = bq_json_dump(list[i], &cc->text);
+		p->len = cc->text.len - p->off;
+		if (rc == 0 && id) {
+			rc = bq_map_set(cc->index, id, strlen(id), p);
 		}
 	}
 	bq_free(list);
-	json_decref(w.web);
-	reply_big(req, 200,
-		  json_pack("{s:I, s:o, s:b}", "count", (json_int_t)n, "contacts", arr, "truncated",
-			    w.truncated),
-		  CONTACTS_REPLY_MAX);
-	return;
-oom:
-	bq_free(list);
-	json_decref(arr);
-	json_decref(w.web);
-	bq_http_reply_error(req, 500, "internal", "out of memory");
+	json_decref(objs);
+	if (rc < 0) {
+		contacts_cache_clear(cc);
+		return rc;
+	}
+	cc->n = n;
+	cc->gen = b->contacts_gen;
+	cc->valid = true;
+	return 0;
+}
+
+void be_h_contacts(struct bq_http_req *req, void *ud)
+{
+	struct be *b = bq_http_req_user_data(req);
+	struct be_chat *c = chat_of(b);
+	struct contacts_cache *cc = c->contacts;
+	const struct contact_piece *mine;
+	struct bq_buser me;
+	struct bq_buf out;
+	char head[64];
+	size_t count;
+	bool first = true;
+	int rc = 0, n;
+
+	(void)ud;
+	if (!be_auth_user(b, req, &me)) {
+		return;
+	}
+	if (!cc->valid || cc->gen != b->contacts_gen) {
+		rc = contacts_cache_build(b, cc);
+		if (rc < 0) {
+			bq_http_reply_error(req, 500, "store_error", "cannot list the contacts: %s",
+					    strerror(-rc));
+			return;
+		}
+	}
+	mine = bq_map_get(cc->index, me.username, strlen(me.username));
+	count = cc->n - (mine ? 1 : 0);
+	n = snprintf(head, sizeof(head), "{\"count\":%zu,\"contacts\":[", count);
+	bq_buf_init(&out, CONTACTS_REPLY_MAX + sizeof(head) + 32);
+	rc = bq_buf_append(&out, head, (size_t)n);
+	for (size_t i = 0; rc == 0 && i < cc->n; i++) {
+		const struct contact_piece *p = &cc->pieces[i];
+
+		if (p == mine) {
+			continue;
+		}
+		if (!first) {
+			rc = bq_buf_append(&out, ",", 1);
+		}
+		first = false;
+		if (rc == 0) {
+			rc = bq_buf_append(&out, cc->text.data + p->off, p->len);
+		}
+	}
+	if (rc == 0) {
+		n = snprintf(head, sizeof(head), "],\"truncated\":%s}",
+			     cc->truncated ? "true" : "false");
+		rc = bq_buf_append(&out, head, (size_t)n);
+	}
+	if (rc < 0) {
+		bq_buf_free(&out);
+		bq_http_reply_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	bq_http_reply(req, 200, NULL, out.data, out.len);
+	bq_buf_free(&out);
 }
 
 /* ---- history ---- */
@@ -1121,7 +1227,10 @@ int be_chat_start(struct be *b, char *err, size_t errlen)
 	c->b = b;
 	c->next_seq = bq_wall_ms() * 1000 + 1;
 	c->ping = bq_timer_new(b->loop, ping, c);
-	if (!c->ping) {
+	c->contacts = bq_calloc(1, sizeof(*c->contacts));
+	if (!c->ping || !c->contacts) {
+		bq_timer_free(c->ping);
+		bq_free(c->contacts);
 		bq_free(c);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -1161,6 +1270,8 @@ void be_chat_stop(struct be *b)
 	while (c->ring_n > 0) {
 		ring_drop_oldest(c);
 	}
+	contacts_cache_clear(c->contacts);
+	bq_free(c->contacts);
 	bq_timer_free(c->ping);
 	bq_free(c);
 	b->chat = NULL;

@@ -23,6 +23,7 @@
 #include "core/clock.h"
 #include "core/file.h"
 #include "core/opt.h"
+#include "http/static.h"
 #include "core/proc.h"
 #include "http/check.h"
 
@@ -44,6 +45,8 @@ static const struct bq_opt options[] = {
 	 "bearer token for the manager's API (its --api-token)"},
 	{"data-dir", 'd', BQ_OPT_STRING, OFF(data_dir), "./data", 0, 0, NULL, NULL, 0, "DIR",
 	 "where backend.db and service.token live"},
+	{"web-dir", 'w', BQ_OPT_STRING, OFF(web_dir), BQ_WEB_DIR, 0, 0, NULL, NULL, 0, "DIR",
+	 "the web UI's files, served at / (loaded at start)"},
 	{"admin", 0, BQ_OPT_STRING, OFF(admin), NULL, 0, 0, NULL, NULL, 0, "NAME",
 	 "this username is the admin (default: the first user to register)"},
 	{"hash-cost", 0, BQ_OPT_ENUM, OFF(hash_cost), "interactive", 0, 0, hash_costs, NULL, 0,
@@ -182,6 +185,7 @@ static const struct bq_http_route routes[] = {
 	{BQ_HTTP_GET, "/api/bluetooth/users", be_h_users_poll},
 	{BQ_HTTP_POST, "/api/bluetooth/events", be_h_bt_events},
 	{BQ_HTTP_GET, "/api/bluetooth/manager/status", be_h_bt_manager_status},
+	{BQ_HTTP_GET, "/api/mesh", be_h_bt_mesh},
 	{BQ_HTTP_POST, "/api/bluetooth/manager/connect/*", be_h_bt_manager_connect},
 	{BQ_HTTP_POST, "/api/bluetooth/manager/disconnect/*", be_h_bt_manager_disconnect},
 	{BQ_HTTP_POST, "/api/bluetooth/send", be_h_bt_send},
@@ -237,6 +241,29 @@ static void on_signal(struct bq_loop *loop, int signo, void *ud)
 	bq_loop_stop(loop);
 }
 
+/*
+ * The web UI's files. The built-in default (the source tree's web/) may be absent when
+ * the programs were copied elsewhere: the API still runs, with a warning; a directory
+ * named with --web-dir must load.
+ */
+static int load_web(struct be *b, char *err, size_t errlen)
+{
+	char why[400];
+	int rc;
+
+	rc = bq_http_static_load(b->o->web_dir, b->log, &b->web, why, sizeof(why));
+	if (rc == 0) {
+		return 0;
+	}
+	if (rc == -ENOENT && strcmp(b->o->web_dir, BQ_WEB_DIR) == 0) {
+		bq_warn(b->log, "main", "msg=\"web UI not served\" reason=\"%s\"", why);
+		return 0;
+	}
+	snprintf(err, errlen, "--web-dir: %s", why);
+	b->bad_option = true;
+	return -EINVAL;
+}
+
 static int start(struct be *b, char *err, size_t errlen)
 {
 	struct bq_http_server_config cfg;
@@ -255,6 +282,14 @@ static int start(struct be *b, char *err, size_t errlen)
 	cfg.routes = routes;
 	cfg.user_data = b;
 	cfg.default_headers = security_headers;
+	rc = load_web(b, err, errlen);
+	if (rc < 0) {
+		return rc;
+	}
+	if (b->web) {
+		cfg.fallback = bq_http_static_serve;
+		cfg.fallback_data = b->web;
+	}
 	/* The port first: "in use" is then the one line a person sees. */
 	rc = bq_http_server_start(b->loop, b->log, &cfg, &b->http, err, errlen);
 	if (rc < 0) {
@@ -348,7 +383,7 @@ int main(int argc, char **argv)
 	rc = start(&b, err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, BE_PROG ": %s\n", err);
-		status = rc == -EADDRINUSE || rc == -EACCES ? 2 : 1;
+		status = rc == -EADDRINUSE || rc == -EACCES || b.bad_option ? 2 : 1;
 		goto out;
 	}
 	bq_info(b.log, "main", "msg=\"listening\" on=http://%s:%u manager=%s data=%s version=%s",
@@ -365,6 +400,8 @@ out:
 	be_bt_stop(&b);
 	be_limits_stop(&b);
 	bq_bstore_close(b.store);
+	bq_http_static_free(b.web);
+	be_auth_cache_free(&b);
 	bq_loop_free(b.loop);
 	bq_log_free(b.log);
 	bq_opt_free(options, &o);

@@ -15,9 +15,11 @@
  * Phases:
  *   1. 100 users registered in both backends (the same names, so the manager knows
  *      each once), then until the manager reports them all ready.
- *   2. GET /api/contacts and GET /api/bluetooth/manager/status, each for 3 s (after a
- *      0.5 s warm-up) with 100 requests in flight over keep-alive connections through
- *      lib/http/client: requests/s, p99, and blueq / Flask.
+ *   2. GET /api/contacts and GET /api/bluetooth/manager/status, each for 3 s with 100
+ *      keep-alive connections from wrk (one thread; Debian's package, installed by
+ *      bench/run.sh), or, without wrk, 100 requests in flight through lib/http/client
+ *      (after a 0.5 s warm-up; a heavier generator that takes a core of its own):
+ *      requests/s, p99, and blueq / Flask.
  *   3. Registration -> ready: 200 users registered one at a time; each is timed from its
  *      POST /api/register to the manager's "session" event with state "ready" for it
  *      (the manager's GET /api/events held open on a raw socket, read by the loop), and
@@ -117,7 +119,8 @@ struct bench {
 	char bin_dir[PATH_MAX];
 	char baseline_dir[PATH_MAX];
 	char gunicorn[PATH_MAX];
-	char dir[256]; /* short: UNIX socket paths below it must fit in 108 bytes */
+	char wrk[PATH_MAX]; /* "" when wrk is not installed: lib/http/client loads instead */
+	char dir[256];	    /* short: UNIX socket paths below it must fit in 108 bytes */
 	struct bq_log *log;
 	struct bq_loop *loop;
 	struct bq_http_client *ctl; /* one-off requests and seeding */
@@ -1090,6 +1093,108 @@ static bool load_done(struct bench *b, void *ud)
 	return load_finished(ud);
 }
 
+/* "1.23ms", "870.00us", "1.02s" (wrk's latency cells) in milliseconds; -1 if not that. */
+static double wrk_ms(const char *cell)
+{
+	char *end;
+	double v = strtod(cell, &end);
+
+	if (end == cell) {
+		return -1.0;
+	}
+	if (strncmp(end, "us", 2) == 0) {
+		return v / 1000.0;
+	}
+	if (strncmp(end, "ms", 2) == 0) {
+		return v;
+	}
+	if (*end == 's') {
+		return v * 1000.0;
+	}
+	if (strncmp(end, "m", 1) == 0) {
+		return v * 60000.0;
+	}
+	return -1.0;
+}
+
+/*
+ * The load through wrk (Debian's package; one thread, CONC connections, keep-alive,
+ * --latency for the percentiles): a generator much lighter than libcurl, so on this
+ * 2-core machine the server, not the generator, is what runs out. Its output is read
+ * from a pipe; the rows say what it said.
+ */
+static void measure_wrk(struct bench *b, const char *url, const char *token, struct http_result *r)
+{
+	char conns[16], dur[16], auth[200], out[8192];
+	const char *argv[] = {b->wrk,	   "-t1", "-c", conns, "-d", dur, "--latency",
+			      "--timeout", "10s", "-H", auth,  url,  NULL};
+	size_t len = 0;
+	int pfd[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	snprintf(conns, sizeof(conns), "%d", CONC);
+	snprintf(dur, sizeof(dur), "%ds", HTTP_SECONDS);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		die("pipe: %s", strerror(errno));
+	}
+	pid = fork();
+	if (pid < 0) {
+		die("fork: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		dup2(pfd[1], STDOUT_FILENO);
+		execv(b->wrk, (char *const *)argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (len < sizeof(out) - 1 && (n = read(pfd[0], out + len, sizeof(out) - 1 - len)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			break;
+		}
+		len += (size_t)n;
+	}
+	out[len] = '\0';
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	for (char *l = out, *nl; l && *l; l = nl) {
+		nl = strchr(l, '\n');
+		if (nl) {
+			*nl++ = '\0';
+		}
+		l += strspn(l, " \t");
+		if (strncmp(l, "Requests/sec:", 13) == 0) {
+			r->rps = strtod(l + 13, NULL);
+			r->measured = true;
+		} else if (strncmp(l, "50%", 3) == 0) {
+			r->p50_ms = wrk_ms(l + 3 + strspn(l + 3, " \t"));
+		} else if (strncmp(l, "99%", 3) == 0) {
+			r->p99_ms = wrk_ms(l + 3 + strspn(l + 3, " \t"));
+		} else if (strncmp(l, "Non-2xx or 3xx responses:", 25) == 0) {
+			int64_t bad = 0;
+
+			leading_int(l + 25 + strspn(l + 25, " "), &bad);
+			r->failed += (uint64_t)bad;
+		} else if (strncmp(l, "Socket errors:", 14) == 0) {
+			snprintf(r->note, sizeof(r->note), "; wrk: %.150s", l);
+		}
+	}
+	if (!r->measured) {
+		snprintf(r->note, sizeof(r->note), "not measured: wrk exited %d without a rate",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	} else if (r->failed) {
+		size_t k = strlen(r->note);
+
+		snprintf(r->note + k, sizeof(r->note) - k, "; %" PRIu64 " answers were not 2xx",
+			 r->failed);
+	}
+}
+
 static void measure_get(struct bench *b, struct proc *server, const char *base, const char *path,
 			const char *token, struct http_result *r)
 {
@@ -1110,6 +1215,20 @@ static void measure_get(struct bench *b, struct proc *server, const char *base, 
 	}
 	r->doc_len = strlen(doc);
 	bq_free(doc);
+	if (b->wrk[0]) {
+		char url[300];
+
+		snprintf(url, sizeof(url), "%s%s", base, path);
+		t0 = now_us();
+		cpu_server = tree_cpu_s(server->pid);
+		cpu_mgr = proc_cpu_s(b->mgr.pid);
+		measure_wrk(b, url, token, r);
+		wall = (now_us() - t0) / 1e6;
+		r->cpu_server = (tree_cpu_s(server->pid) - cpu_server) / wall;
+		r->cpu_mgr = (proc_cpu_s(b->mgr.pid) - cpu_mgr) / wall;
+		r->cpu_self = -1.0; /* wrk's own, not ours */
+		return;
+	}
 	l = bq_calloc(1, sizeof(*l));
 	if (!l) {
 		die("out of memory");
@@ -1166,16 +1285,21 @@ static void http_rows(struct bench *b, const char *path, const char *shape,
 		      const struct http_result *be, const struct http_result *fl,
 		      const char *fl_missing)
 {
-	char what[240];
+	char what[240], gen_be[48], gen_fl[48];
 
+	/* wrk's CPU is its own process's; the libcurl loader's is ours. */
+	snprintf(gen_be, sizeof(gen_be),
+		 be->cpu_self < 0 ? ", load from wrk" : ", load generator %.2f", be->cpu_self);
+	snprintf(gen_fl, sizeof(gen_fl),
+		 fl->cpu_self < 0 ? ", load from wrk" : ", load generator %.2f", fl->cpu_self);
 	snprintf(what, sizeof(what), "GET %s (%s), %d in flight, keep-alive, %d s: blueq-backend",
 		 path, shape, CONC, HTTP_SECONDS);
 	if (be->measured) {
 		add_row(b, what, ">= 20x the Flask baseline",
 			"%.0f requests/s, p50 %.2f ms, p99 %.2f ms (%zu-byte answer; CPU cores: "
-			"backend %.2f, manager %.2f, load generator %.2f%s)",
+			"backend %.2f, manager %.2f%s%s)",
 			be->rps, be->p50_ms, be->p99_ms, be->doc_len, be->cpu_server, be->cpu_mgr,
-			be->cpu_self, be->note);
+			gen_be, be->note);
 	} else {
 		add_row(b, what, ">= 20x the Flask baseline", "%s", be->note);
 	}
@@ -1187,9 +1311,9 @@ static void http_rows(struct bench *b, const char *path, const char *shape,
 	} else if (fl->measured) {
 		add_row(b, what, "(reference)",
 			"%.0f requests/s, p50 %.2f ms, p99 %.2f ms (%zu-byte answer; CPU cores: "
-			"gunicorn %.2f, manager %.2f, load generator %.2f%s)",
+			"gunicorn %.2f, manager %.2f%s%s)",
 			fl->rps, fl->p50_ms, fl->p99_ms, fl->doc_len, fl->cpu_server, fl->cpu_mgr,
-			fl->cpu_self, fl->note);
+			gen_fl, fl->note);
 	} else {
 		add_row(b, what, "(reference)", "%s", fl->note);
 	}
@@ -1204,7 +1328,7 @@ static void http_rows(struct bench *b, const char *path, const char *shape,
 
 static void phase_http(struct bench *b, const char *fl_missing)
 {
-	struct http_result be, fl;
+	struct http_result be = {0}, fl = {0};
 	char shape[80];
 
 	say("HTTP: %d requests in flight over %d clients, %d s each (after %d ms warm-up)", CONC,
@@ -1390,6 +1514,10 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (!find_on_path("wrk", b->wrk, sizeof(b->wrk))) {
+		b->wrk[0] = '\0';
+		say("wrk is not installed (bench/run.sh installs it): loading through libcurl");
+	}
 	if (!find_on_path("gunicorn", b->gunicorn, sizeof(b->gunicorn))) {
 		fl_missing = "baseline not measured: gunicorn not installed (bench/run.sh installs "
 			     "it)";
@@ -1456,8 +1584,9 @@ int main(int argc, char **argv)
 	}
 
 	printf("\n| what (blueq-backend vs the Flask baseline; one blueq-manager, one blueq-node "
-	       "as Odin over a UNIX socket; load from one process through lib/http/client) "
-	       "| measured | target |\n|---|---|---|\n");
+	       "as Odin over a UNIX socket; HTTP load from %s) "
+	       "| measured | target |\n|---|---|---|\n",
+	       b->wrk[0] ? "wrk -t1 -c100" : "one process through lib/http/client");
 	for (int i = 0; i < b->n_rows; i++) {
 		printf("| %s | %s | %s |\n", b->rows[i].what, b->rows[i].measured,
 		       b->rows[i].target);

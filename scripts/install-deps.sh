@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh --runtime only what running the system needs
 #   scripts/install-deps.sh --fuzz    build + test dependencies and clang's libFuzzer
 #   scripts/install-deps.sh --bench   build + test dependencies and the Flask baseline of
-#                                     bench/baseline (python3-flask under gunicorn); only
+#                                     bench/baseline (python3-flask under gunicorn) and wrk; only
 #                                     bench/run.sh needs it, never the tests
 set -euo pipefail
 
@@ -26,7 +26,7 @@ pkgs=("${build_pkgs[@]}")
 case "${1:-}" in
 --runtime) pkgs=("${runtime_pkgs[@]}") ;;
 --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
---bench) pkgs+=(python3-flask gunicorn python3-requests) ;;
+--bench) pkgs+=(python3-flask gunicorn python3-requests wrk) ;;
 "") ;;
 *) echo "install-deps: unknown option '$1' (use --runtime, --fuzz or --bench)" >&2; exit 2 ;;
 esac

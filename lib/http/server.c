@@ -131,6 +131,12 @@ static bool method_parse(const char *s, enum bq_http_method *out)
 	static const enum bq_http_method all[] = {BQ_HTTP_GET, BQ_HTTP_POST, BQ_HTTP_PUT,
 						  BQ_HTTP_DELETE};
 
+	/* HEAD is a GET whose body libmicrohttpd leaves out (RFC 9110 9.3.2). */
+	if (strcmp(s, "HEAD") == 0) {
+		*out = BQ_HTTP_GET;
+		return true;
+	}
+
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (strcmp(s, method_name(all[i])) == 0) {
 			*out = all[i];
@@ -547,6 +553,15 @@ static int reply_error_x(struct bq_http_req *req, unsigned status, const char *c
 	return rc;
 }
 
+int bq_http_reply_not_found(struct bq_http_req *req)
+{
+	if (!req_can_reply(req)) {
+		return -EINVAL;
+	}
+	return reply_error_x(req, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL,
+			     "no such endpoint: %s %s", req->method_str, req->path);
+}
+
 int bq_http_reply_error(struct bq_http_req *req, unsigned status, const char *code, const char *fmt,
 			...)
 {
@@ -869,10 +884,17 @@ static enum MHD_Result req_begin(struct bq_http_req *req)
 			}
 		}
 	}
+	if (!req->route && !path_known && known && req->method == BQ_HTTP_GET &&
+	    srv->cfg.fallback) {
+		/* No route names it: the fallback (static files) answers, found or not. */
+		static const struct bq_http_route fallback_route = {BQ_HTTP_GET, "", NULL};
+
+		req->route = &fallback_route;
+		return MHD_YES;
+	}
 	if (!req->route) {
 		if (!path_known) {
-			reply_error_x(req, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL,
-				      "no such endpoint: %s %s", req->method_str, req->path);
+			bq_http_reply_not_found(req);
 		} else {
 			reply_error_x(req, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
 				      MHD_HTTP_HEADER_ALLOW, allow, "method not allowed: %s %s",
@@ -943,7 +965,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		return result_of(req);
 	}
 	req->state = REQ_IN_HANDLER;
-	req->route->handler(req, srv->cfg.user_data);
+	if (req->route->handler) {
+		req->route->handler(req, srv->cfg.user_data);
+	} else {
+		srv->cfg.fallback(req, srv->cfg.fallback_data);
+	}
 	if (req->state == REQ_IN_HANDLER) {
 		req->state = REQ_PENDING;
 		srv->stats.pending++;

@@ -11,7 +11,9 @@
  * Routing: a fixed table of (method, path) routes. A path ending in '/' followed by
  * '*' ("/api/messages/ *" without the blank) matches any one non-empty segment after
  * the prefix, available as bq_http_req_param. Unknown path -> 404 JSON, known path
- * with another method -> 405 JSON with an Allow header. Every error body is
+ * with another method -> 405 JSON with an Allow header (cfg.fallback, when set, gets
+ * the GETs of unknown paths instead). HEAD is routed as GET and answered without the
+ * body. Every error body is
  * {"error": "<reason>", "code": "<short_code>"}.
  *
  * Bodies: a request body is collected up to max_body bytes; over it (by
@@ -90,6 +92,13 @@ struct bq_http_server_config {
 	 */
 	const char *const *default_headers;
 	void *user_data; /* passed to every handler */
+	/*
+	 * NULL, or the handler of a GET (or HEAD) whose path no route names, e.g. static
+	 * files; it answers unknown paths itself (bq_http_reply_not_found). Called with
+	 * fallback_data.
+	 */
+	bq_http_handler_cb fallback;
+	void *fallback_data;
 };
 
 void bq_http_server_config_defaults(struct bq_http_server_config *cfg);
@@ -174,6 +183,9 @@ void bq_http_req_on_abort(struct bq_http_req *req, bq_http_abort_cb cb, void *us
 /* body: len bytes (copied); content_type NULL means "application/json". */
 int bq_http_reply(struct bq_http_req *req, unsigned status, const char *content_type,
 		  const void *body, size_t len);
+/* The server's own 404 for req's method and path: {"error": "no such endpoint: ...",
+ * "code": "not_found"}. */
+int bq_http_reply_not_found(struct bq_http_req *req);
 /* {"error": reason, "code": code}; reason printf-style. */
 int bq_http_reply_error(struct bq_http_req *req, unsigned status, const char *code, const char *fmt,
 			...) __attribute__((format(printf, 4, 5)));

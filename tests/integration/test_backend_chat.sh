@@ -135,6 +135,22 @@ c=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$BE_URL/api/messages" -d '{"
 [ "$(code "$TA" GET "/api/messages?with=bob&limit=0")" = 400 ] || fail "limit=0 not 400"
 [ "$(code "$TA" GET "/api/messages?with=bob&limit=201")" = 400 ] || fail "limit=201 not 400"
 
+# The mesh view (GET /api/mesh): the manager's directory and topology, through the backend.
+mesh=$(api "$TA" GET /api/mesh)
+[ "$(status_of "$mesh")" = 200 ] || fail "mesh view: $mesh"
+echo "$mesh" | grep -q '"user_id":"carol"' || fail "carol not in the mesh view: $mesh"
+echo "$mesh" | grep -q '"nodes":\[{"address"' || fail "no nodes in the mesh view: $mesh"
+[ "$(code "" GET /api/mesh)" = 401 ] || fail "mesh view without a login not 401"
+# Status reads are shared for 100 ms, but a call made through the backend makes them
+# stale: right after alice (the admin) disconnects bob, the status no longer has him.
+st=$(api "$TA" GET /api/bluetooth/manager/status)
+echo "$st" | grep -q '"user_id":"bob"' || fail "bob not in the status: $st"
+r=$(api "$TA" POST /api/bluetooth/manager/disconnect/bob)
+[ "$(status_of "$r")" = 200 ] || fail "disconnect bob: $r"
+st=$(api "$TA" GET /api/bluetooth/manager/status)
+echo "$st" | grep -q '"user_id":"bob"' && fail "a stale status after the disconnect: $st"
+echo "mesh view and a fresh status after a change"
+
 # The manager goes away: 503 naming it, and the message is kept as failed.
 stop_manager
 reply=$(api "$TA" POST /api/messages '{"to":"bob","text":"while down"}')

@@ -14,8 +14,12 @@ wait_until 5 "probe port" grep -q 'listening port=' "$T/probe.out"
 MPORT=$(grep -o 'port=[0-9]*' "$T/probe.out" | cut -d= -f2)
 kill -TERM $probe; wait $probe || true
 
+# A web directory of our own: the served page is this one, whatever web/ holds.
+mkdir -p "$T/web/js"
+printf '<!doctype html><title>blueq test page</title>' >"$T/web/index.html"
+printf 'export const ok = true;\n' >"$T/web/js/app.js"
 start_backend be --port 0 --data-dir "$T/be" --hash-cost minimum \
-	--manager-url "http://127.0.0.1:$MPORT" \
+	--manager-url "http://127.0.0.1:$MPORT" --web-dir "$T/web" \
 	--register-rate 100000 --register-burst 100000 --login-rate 100000 --login-burst 100000
 JSON='Content-Type: application/json'
 
@@ -110,6 +114,23 @@ check_headers "$T/h404" "404"
 check_headers "$T/h401" "401"
 curl -s -m 2 -D "$T/hsse" -o /dev/null -b "$T/jar" "$BE_URL/api/events" || true
 check_headers "$T/hsse" "event stream"
+
+# The web UI's files: the page under the same headers, its type, an ETag and a 304.
+[ "$(curl -s -D "$T/hpage" -o "$T/page" -w '%{http_code}' "$BE_URL/")" = 200 ] || fail "GET /"
+grep -q 'blueq test page' "$T/page" || fail "GET / is not our index.html: $(cat "$T/page")"
+check_headers "$T/hpage" "GET /"
+[ "$(hdr "$T/hpage" Content-Type)" = "text/html; charset=utf-8" ] || fail "page type"
+etag=$(hdr "$T/hpage" ETag)
+[ -n "$etag" ] || fail "no ETag on the page"
+[ "$(code -H "If-None-Match: $etag" "$BE_URL/index.html")" = 304 ] || fail "no 304 for its ETag"
+[ "$(code -D "$T/hjs" "$BE_URL/js/app.js")" = 200 ] || fail "GET /js/app.js"
+[ "$(hdr "$T/hjs" Content-Type)" = "text/javascript; charset=utf-8" ] || fail "script type"
+[ "$(code "$BE_URL/api/nope")" = 404 ] || fail "an unknown API path is not 404"
+rc=0
+out=$("$BIN/blueq-backend" --port 0 --data-dir "$T/be3" --web-dir "$T/no-such-dir" 2>&1) || rc=$?
+[ $rc = 2 ] && [ "$(echo "$out" | wc -l)" = 1 ] && echo "$out" | grep -q -- '--web-dir' ||
+	fail "a missing --web-dir: exit $rc, '$out'"
+echo "web files: served with the headers, a type, an ETag and 304"
 
 # /ready and /metrics.
 ready=$(curl -sf "$BE_URL/ready") || fail "/ready"

@@ -17,13 +17,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
 
 #include "core/log.h"
 #include "core/opt.h"
 #include "http/server.h"
+#include "http/static.h"
 #include "loop/loop.h"
 #include "testutil.h"
 
@@ -1404,6 +1407,181 @@ START_TEST(test_bad_default_headers)
 }
 END_TEST
 
+/* ---- static files (lib/http/static) as the server's fallback ----------------------- */
+
+static void put_file(const char *dir, const char *name, const char *text)
+{
+	char path[512];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static struct bq_http_static *web_dir(char *dir, size_t cap)
+{
+	struct bq_http_static *st = NULL;
+	char path[512], err[256];
+
+	snprintf(dir, cap, "%s", bq_test_tmpdir());
+	put_file(dir, "index.html", "<!doctype html><title>blueq</title>");
+	put_file(dir, "chat.html", "<p>chat</p>");
+	put_file(dir, ".secret", "hidden");
+	snprintf(path, sizeof(path), "%s/js", dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	put_file(path, "app.mjs", "export const x = 1;");
+	put_file(path, "style.css", "body{}");
+	put_file(path, "empty.svg", "");
+	snprintf(path, sizeof(path), "%s/link.html", dir);
+	ck_assert_int_eq(symlink("/etc/passwd", path), 0);
+	ck_assert_int_eq(bq_http_static_load(dir, g.log, &st, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(st);
+	return st;
+}
+
+static void start_with_static(struct bq_http_static *st)
+{
+	struct bq_http_server_config cfg;
+	static const char *const sec[] = {"X-Content-Type-Options", "nosniff", NULL};
+
+	bq_http_server_config_defaults(&cfg);
+	cfg.default_headers = sec;
+	cfg.fallback = bq_http_static_serve;
+	cfg.fallback_data = st;
+	start_cfg(&cfg);
+}
+
+START_TEST(test_static_files)
+{
+	char dir[256], v[128], etag[128], req[512];
+	struct bq_http_static *st = web_dir(dir, sizeof(dir));
+	struct client *c;
+
+	/* index.html, chat.html, js/app.mjs, js/style.css, js/empty.svg; not the dotfile
+	 * nor the link. */
+	ck_assert_uint_eq(bq_http_static_count(st), 5);
+	start_with_static(st);
+
+	c = roundtrip("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_str_eq(resp_body(c), "<!doctype html><title>blueq</title>");
+	ck_assert_str_eq(resp_header(c, "Content-Type", v, sizeof(v)), "text/html; charset=utf-8");
+	ck_assert_str_eq(resp_header(c, "Cache-Control", v, sizeof(v)), "no-cache");
+	ck_assert_str_eq(resp_header(c, "X-Content-Type-Options", v, sizeof(v)), "nosniff");
+	ck_assert_ptr_nonnull(resp_header(c, "ETag", etag, sizeof(etag)));
+	ck_assert_uint_eq(strlen(etag), 34); /* quoted, 128 bits in hex */
+	ck_assert_int_eq(etag[0], '"');
+	free(c);
+
+	/* Revalidation: the same ETag is 304 with no body; weak and listed forms too. */
+	snprintf(req, sizeof(req),
+		 "GET /index.html HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n"
+		 "Connection: close\r\n\r\n",
+		 etag);
+	c = roundtrip(req);
+	ck_assert_int_eq(resp_status(c), 304);
+	ck_assert_str_eq(resp_body(c), "");
+	ck_assert_str_eq(resp_header(c, "ETag", v, sizeof(v)), etag);
+	free(c);
+	snprintf(req, sizeof(req),
+		 "GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"nope\", W/%s\r\n"
+		 "Connection: close\r\n\r\n",
+		 etag);
+	c = roundtrip(req);
+	ck_assert_int_eq(resp_status(c), 304);
+	free(c);
+	c = roundtrip("GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"0123\"\r\n"
+		      "Connection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	free(c);
+
+	/* MIME types by extension; "/chat" finds chat.html; an empty file is served. */
+	c = roundtrip("GET /js/app.mjs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_str_eq(resp_header(c, "Content-Type", v, sizeof(v)),
+			 "text/javascript; charset=utf-8");
+	free(c);
+	c = roundtrip("GET /js/style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_str_eq(resp_header(c, "Content-Type", v, sizeof(v)), "text/css; charset=utf-8");
+	free(c);
+	c = roundtrip("GET /chat HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_str_eq(resp_body(c), "<p>chat</p>");
+	free(c);
+	c = roundtrip("GET /js/empty.svg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_str_eq(resp_header(c, "Content-Type", v, sizeof(v)), "image/svg+xml");
+	ck_assert_str_eq(resp_header(c, "Content-Length", v, sizeof(v)), "0");
+	free(c);
+
+	/* HEAD: the headers with the body's length, no body. */
+	c = roundtrip("HEAD /chat.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_str_eq(resp_header(c, "Content-Length", v, sizeof(v)), "11");
+	ck_assert_str_eq(resp_body(c), "");
+	free(c);
+
+	/* Never loaded, so never served: dotfiles, links, traversal, unknown names. */
+	c = roundtrip("GET /.secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 404);
+	assert_error_body(c, "no such endpoint: GET /.secret", "not_found");
+	free(c);
+	c = roundtrip("GET /link.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 404);
+	free(c);
+	c = roundtrip("GET /js/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 404);
+	free(c);
+	c = roundtrip("GET /js/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 404); /* no js/index.html */
+	free(c);
+
+	/* Routes come first; another method on an unknown path is still 404, not a file. */
+	c = roundtrip("GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 200);
+	ck_assert_str_eq(resp_body(c), "{\"ok\":true}");
+	free(c);
+	c = roundtrip("POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+		      "Connection: close\r\n\r\n");
+	ck_assert_int_eq(resp_status(c), 404);
+	free(c);
+	bq_http_server_free(g.srv);
+	g.srv = NULL;
+	bq_http_static_free(st);
+}
+END_TEST
+
+START_TEST(test_static_load_errors)
+{
+	struct bq_http_static *st = (void *)1;
+	char dir[256], path[512], err[256];
+
+	ck_assert_int_eq(
+		bq_http_static_load("/nonexistent/blueq-web", g.log, &st, err, sizeof(err)),
+		-ENOENT);
+	ck_assert_ptr_null(st);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent/blueq-web"));
+	/* Too deep: more levels than BQ_HTTP_STATIC_DEPTH_MAX. */
+	snprintf(dir, sizeof(dir), "%s", bq_test_tmpdir());
+	snprintf(path, sizeof(path), "%s", dir);
+	for (int i = 0; i <= BQ_HTTP_STATIC_DEPTH_MAX + 1; i++) {
+		size_t n = strlen(path);
+
+		snprintf(path + n, sizeof(path) - n, "/d");
+		ck_assert_int_eq(mkdir(path, 0755), 0);
+	}
+	ck_assert_int_eq(bq_http_static_load(dir, g.log, &st, err, sizeof(err)), -EFBIG);
+	ck_assert_ptr_nonnull(strstr(err, "deeper"));
+	/* MIME fallbacks. */
+	ck_assert_str_eq(bq_http_static_mime("a/b.PNG"), "image/png");
+	ck_assert_str_eq(bq_http_static_mime("noext"), "application/octet-stream");
+	ck_assert_str_eq(bq_http_static_mime("dir.d/noext"), "application/octet-stream");
+}
+END_TEST
+
 static Suite *http_server_suite(void)
 {
 	Suite *s = suite_create("http_server");
@@ -1439,6 +1617,8 @@ static Suite *http_server_suite(void)
 	tcase_add_test(life, test_bind_host_and_config);
 	tcase_add_test(life, test_free_with_pending_and_stream);
 	tcase_add_test(life, test_idle_timeout);
+	tcase_add_test(basic, test_static_files);
+	tcase_add_test(life, test_static_load_errors);
 	return s;
 }
 
