@@ -247,6 +247,7 @@ struct acct_ctx {
 	struct bq_http_req *req; /* NULL once the client went away */
 	struct bq_buser user;	 /* login: the user being checked */
 	char username[BQ_BSTORE_NAME_MAX + 1];
+	bool unknown; /* login of a name nobody has: checked against the decoy, always 401 */
 };
 
 static void acct_abort(struct bq_http_req *req, void *ud)
@@ -369,7 +370,7 @@ static void logged_in(void *ud, int err, bool ok, bool needs_rehash)
 		if (err < 0 && err != -EINVAL) {
 			bq_http_reply_error(c->req, 503, "busy", "cannot check the password: %s",
 					    strerror(-err));
-		} else if (!ok) {
+		} else if (!ok || c->unknown) {
 			bq_http_reply_error(c->req, 401, "bad_credentials",
 					    "wrong username or password");
 		} else {
@@ -401,9 +402,18 @@ void be_h_login(struct bq_http_req *req, void *ud)
 		goto out;
 	}
 	if (bq_bstore_user_get_by_name(b->store, name, &c->user) < 0) {
-		/* Same answer as a wrong password: names are not confirmed to strangers. */
-		bq_http_reply_error(req, 401, "bad_credentials", "wrong username or password");
-		goto out;
+		/*
+		 * Same answer as a wrong password, and after the same work: the password
+		 * is checked against the decoy hash, so the answer's timing does not
+		 * confirm names to strangers either.
+		 */
+		if (!b->decoy_hash) {
+			bq_http_reply_error(req, 401, "bad_credentials",
+					    "wrong username or password");
+			goto out;
+		}
+		c->unknown = true;
+		snprintf(c->user.pass_hash, sizeof(c->user.pass_hash), "%s", b->decoy_hash);
 	}
 	c->b = b;
 	c->req = req;
@@ -450,6 +460,29 @@ static void auth_cache_clear(struct be *b)
 void be_auth_cache_free(struct be *b)
 {
 	auth_cache_clear(b);
+	bq_free(b->decoy_hash);
+	b->decoy_hash = NULL;
+}
+
+static void decoy_done(void *ud, int err, const char *hash)
+{
+	struct be *b = ud;
+
+	if (err == 0 && hash && !b->stopping) {
+		b->decoy_hash = bq_strdup(hash);
+	}
+}
+
+int be_accounts_start(struct be *b)
+{
+	char pw[BQ_TOKEN_LEN + 1];
+	int rc;
+
+	/* A hash of 256 random bits with the current cost: nobody knows its password. */
+	bq_token_new(pw);
+	rc = bq_password_hash_async(b->worker, &b->hash_params, pw, strlen(pw), decoy_done, b);
+	explicit_bzero(pw, sizeof(pw));
+	return rc;
 }
 
 static bool auth_cache_get(struct be *b, const char *hash, int64_t now, struct bq_buser *out)

@@ -58,6 +58,7 @@ struct be {
 	bool stopping;
 	bool bad_option;	   /* start-up failed on an option's value: exit 2 */
 	struct bq_map *auth_cache; /* accounts.c: token hash -> recently checked session */
+	char *decoy_hash; /* accounts.c: logins of unknown names are checked against it */
 
 	/* Connect pushes to the manager (mesh.c). */
 	struct bq_timer *push_timer;
@@ -93,7 +94,9 @@ void be_h_me(struct bq_http_req *req, void *ud);
  * 401/403 reply.
  */
 bool be_auth_user(struct be *b, struct bq_http_req *req, struct bq_buser *out);
-/* Free the cache of checked sessions (at exit). */
+/* After the worker exists: start hashing the decoy for unknown names' logins. */
+int be_accounts_start(struct be *b);
+/* Free the cache of checked sessions and the decoy (at exit). */
 void be_auth_cache_free(struct be *b);
 /* Reply with a JSON value (stolen). */
 void be_reply_json(struct bq_http_req *req, unsigned status, json_t *v);

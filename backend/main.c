@@ -314,7 +314,7 @@ static int start(struct be *b, char *err, size_t errlen)
 		return rc;
 	}
 	b->worker = bq_worker_new(b->loop, 2, 1024, b->log);
-	if (!b->worker) {
+	if (!b->worker || be_accounts_start(b) < 0) {
 		snprintf(err, errlen, "cannot start the worker threads");
 		return -ENOMEM;
 	}
