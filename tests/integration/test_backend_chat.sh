@@ -164,4 +164,18 @@ api "$TA" GET "/api/messages?with=bob" | grep -q '"text":"while down"[^}]*"state
 alive "$BOB_SSE" || fail "bob's event stream ended early"
 kill -TERM "$BE_PID"
 wait "$BE_PID" || fail "backend exit status $? after SIGTERM with a stream open"
-echo "PASS: chat through the backend: send, deliver, inbound once, contacts, resume, bad input"
+
+# A restart keeps accounts, logins and history: alice's token still works and her
+# conversation with bob is as it was (delivered, then failed), and so is carol's.
+start_backend be2 --port 0 --data-dir "$T/be" --hash-cost minimum \
+	--manager-url "http://127.0.0.1:$MPORT" --register-burst 1000 --login-burst 1000
+hist=$(api "$TA" GET "/api/messages?with=bob")
+[ "$(status_of "$hist")" = 200 ] || fail "history after a restart: $hist"
+echo "$hist" | grep -q "\"id\":\"$id\"[^}]*\"state\":\"delivered\"" ||
+	fail "alice's delivered message lost in the restart: $hist"
+echo "$hist" | grep -q '"text":"while down"[^}]*"state":"failed"' ||
+	fail "the failed message lost in the restart: $hist"
+api "$TA" GET "/api/messages?with=carol" | grep -q '"text":"hi from carol"' ||
+	fail "carol's message lost in the restart"
+echo "a restart keeps logins and history"
+echo "PASS: chat through the backend: send, deliver, inbound once, contacts, resume, bad input, restart"
