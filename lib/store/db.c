@@ -205,6 +205,7 @@ int bq_db_open(const char *path, unsigned flags, int busy_ms, struct bq_log *log
 {
 	struct bq_db *db;
 	bool ro = flags & BQ_DB_READONLY;
+	bool mem;
 	int oflags = SQLITE_OPEN_NOMUTEX;
 	char qpath[256];
 	int rc;
@@ -214,6 +215,12 @@ int bq_db_open(const char *path, unsigned flags, int busy_ms, struct bq_log *log
 	if (!path || !*path) {
 		return -EINVAL;
 	}
+	/*
+	 * ":memory:" is SQLite's private in-memory database, so tests can run a store's
+	 * migrations without a file: there is no directory to create, and WAL needs a
+	 * file (SQLite keeps journal_mode "memory" and would fail the WAL check below).
+	 */
+	mem = strcmp(path, BQ_DB_MEMORY) == 0;
 	db = bq_calloc(1, sizeof(*db));
 	if (!db) {
 		return -ENOMEM;
@@ -224,7 +231,7 @@ int bq_db_open(const char *path, unsigned flags, int busy_ms, struct bq_log *log
 		bq_free(db);
 		return -ENOMEM;
 	}
-	if (!ro && !(flags & BQ_DB_NO_MKDIR)) {
+	if (!ro && !mem && !(flags & BQ_DB_NO_MKDIR)) {
 		err = bq_db_mkdir_parents(path);
 		if (err < 0) {
 			bq_err(log, MOD, "msg=\"cannot create directory\" path=%s err=%d",
@@ -249,7 +256,7 @@ int bq_db_open(const char *path, unsigned flags, int busy_ms, struct bq_log *log
 	if (err < 0) {
 		goto err;
 	}
-	if (!ro) {
+	if (!ro && !mem) {
 		err = pragma_expect(db, "PRAGMA journal_mode=WAL", "wal");
 		if (err < 0) {
 			goto err;

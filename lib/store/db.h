@@ -32,6 +32,14 @@ enum {
 	BQ_DB_NO_MKDIR = 1u << 2,    /* do not create missing parent directories */
 };
 
+/*
+ * The path of a private in-memory database (SQLite's own name): gone at close, seen by
+ * this connection only. bq_db_open creates no directory and skips WAL for it (the
+ * journal stays in memory); everything else (migrations, foreign keys) is as for a
+ * file. Meant for tests.
+ */
+#define BQ_DB_MEMORY ":memory:"
+
 /* One step of the schema: version numbers start at 1 and increase by exactly 1. */
 struct bq_db_migration {
 	int version;
@@ -41,7 +49,8 @@ struct bq_db_migration {
 /*
  * Open (creating unless BQ_DB_READONLY) the database at path, creating missing parent
  * directories (mode 0700) unless BQ_DB_NO_MKDIR. Sets journal_mode=WAL (read-write
- * only), busy_timeout busy_ms, synchronous FULL (or NORMAL), foreign_keys=ON.
+ * files only, not BQ_DB_MEMORY), busy_timeout busy_ms, synchronous FULL (or NORMAL),
+ * foreign_keys=ON.
  * path and log are borrowed (log must outlive the db). 0 and *out set, or:
  *   -EBADMSG  the file is not a database or is corrupt
  *   -ENOENT, -EACCES, -ENOTDIR, -EROFS ...  the OS error behind SQLite's CANTOPEN

@@ -892,6 +892,189 @@ START_TEST(test_reopen_keeps_everything)
 }
 END_TEST
 
+/*
+ * The in-memory database of bq_bstore_open(BQ_DB_MEMORY) lives inside the store, which
+ * does not hand out its connection. SQLite calls every registered auto-extension for each
+ * new connection, with its handle: the test keeps the last one to look at the schema.
+ */
+static sqlite3 *last_conn;
+
+static int catch_conn(sqlite3 *h, const char **err, const void *api)
+{
+	(void)err;
+	(void)api;
+	last_conn = h;
+	return SQLITE_OK;
+}
+
+static long long conn_int(sqlite3 *h, const char *sql)
+{
+	sqlite3_stmt *st;
+	long long v;
+
+	ck_assert_int_eq(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/* The schema as text: every table and index with its SQL, in name order. */
+static void conn_schema(sqlite3 *h, char *out, size_t cap)
+{
+	sqlite3_stmt *st;
+	size_t len = 0;
+
+	out[0] = '\0';
+	ck_assert_int_eq(
+		sqlite3_prepare_v2(h,
+				   "SELECT type, name, COALESCE(sql, '') FROM sqlite_master "
+				   "WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+				   -1, &st, NULL),
+		SQLITE_OK);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		int n = snprintf(out + len, cap - len, "%s %s: %s\n", sqlite3_column_text(st, 0),
+				 sqlite3_column_text(st, 1), sqlite3_column_text(st, 2));
+
+		ck_assert_int_gt(n, 0);
+		ck_assert_uint_lt((size_t)n, cap - len);
+		len += (size_t)n;
+	}
+	sqlite3_finalize(st);
+}
+
+/*
+ * The store's whole migration chain on SQLite's in-memory database: the same schema and
+ * version as on a file, foreign keys enforced, and every table used through the API.
+ */
+START_TEST(test_memory_store)
+{
+	static char file_schema[16384];
+	static char mem_schema[16384];
+	char path[512];
+	char buf[32];
+	struct bq_bstore *bs = NULL;
+	struct bq_buser a;
+	struct bq_buser b;
+	struct bq_buser g;
+	struct seen_pending sp = {0};
+	struct seen_users su = {0};
+	struct got_msg gm;
+	struct bq_bmsg m = {
+		.id = "m1",
+		.conv = "alice:bob",
+		.from_id = "alice",
+		.to_id = "bob",
+		.text = "hello",
+		.text_len = 5,
+		.state = "queued",
+		.created_ms = T0,
+	};
+	struct bq_db *fdb;
+	sqlite3 *h;
+	int64_t n;
+	int64_t cur;
+	bool more;
+	bool changed;
+	int file_version;
+
+	/* What the chain leaves on a file, to compare with. */
+	bs = open_new(path, sizeof(path));
+	bq_bstore_close(bs);
+	ck_assert_int_eq(bq_db_open(path, BQ_DB_READONLY, 100, NULL, &fdb), 0);
+	ck_assert_int_eq(bq_db_version(fdb, &file_version), 0);
+	ck_assert_int_ge(file_version, 1);
+	conn_schema(bq_db_handle(fdb), file_schema, sizeof(file_schema));
+	bq_db_close(fdb);
+
+	ck_assert_int_eq(sqlite3_auto_extension((void (*)(void))catch_conn), SQLITE_OK);
+	last_conn = NULL;
+	bs = NULL;
+	ck_assert_int_eq(bq_bstore_open(BQ_DB_MEMORY, NULL, &bs), 0);
+	h = last_conn;
+	sqlite3_reset_auto_extension();
+	ck_assert_ptr_nonnull(bs);
+	ck_assert_ptr_nonnull(h);
+	ck_assert_str_eq(sqlite3_db_filename(h, "main"), ""); /* no file behind it */
+
+	/* Every step applied once, in order, and nothing else: the file's schema exactly. */
+	ck_assert_int_eq(conn_int(h, "SELECT COALESCE(MAX(version), 0) FROM schema_version"),
+			 file_version);
+	ck_assert_int_eq(conn_int(h, "SELECT COUNT(*) FROM schema_version"), file_version);
+	ck_assert_int_eq(conn_int(h, "SELECT MIN(version) FROM schema_version"), 1);
+	conn_schema(h, mem_schema, sizeof(mem_schema));
+	ck_assert_str_eq(mem_schema, file_schema);
+	ck_assert_ptr_nonnull(strstr(mem_schema, "table users:"));
+	ck_assert_int_eq(conn_int(h, "PRAGMA foreign_keys"), 1);
+	ck_assert_int_eq(conn_int(h, "SELECT COUNT(*) FROM pragma_integrity_check "
+				     "WHERE integrity_check != 'ok'"),
+			 0);
+
+	/* Foreign keys are enforced: a session of a user that does not exist is refused. */
+	ck_assert_int_eq(sqlite3_exec(h,
+				      "INSERT INTO sessions (token_hash, user_id, created_ms, "
+				      "expires_ms, last_seen_ms) VALUES ('t', 'nobody', 0, 1, 0)",
+				      NULL, NULL, NULL) &
+				 0xff,
+			 SQLITE_CONSTRAINT);
+	ck_assert_int_eq(conn_int(h, "SELECT COUNT(*) FROM sessions"), 0);
+
+	/* users (and meta's change_seq behind them) */
+	create(bs, "alice", &a);
+	ck_assert(a.is_admin);
+	create(bs, "bob", &b);
+	ck_assert(!b.is_admin);
+	ck_assert_int_eq(bq_bstore_user_get_by_name(bs, "ALICE", &g), 0);
+	ck_assert_str_eq(g.id, a.id);
+	ck_assert_int_eq(bq_bstore_user_count(bs, &n), 0);
+	ck_assert_int_eq(n, 2);
+	ck_assert_int_eq(bq_bstore_users_since(bs, 0, 10, user_cb, &su, &cur, &more), 0);
+	ck_assert_int_eq(su.n, 2);
+	ck_assert_int_eq(cur, 2);
+	ck_assert(!more);
+	/* sessions */
+	ck_assert_int_eq(bq_bstore_session_add(bs, "tok", a.id, T0, T0 + 1000), 0);
+	ck_assert_int_eq(bq_bstore_session_lookup(bs, "tok", T0 + 1, &g), 0);
+	ck_assert_str_eq(g.username, "alice");
+	ck_assert_int_eq(bq_bstore_session_add(bs, "tok2", "0000000000000000", T0, T0 + 1),
+			 -ENOENT);
+	/* pending_connects */
+	ck_assert_int_eq(bq_bstore_pending_upsert(bs, b.id, "bob", T0), 0);
+	ck_assert_int_eq(bq_bstore_pending_count(bs, &n), 0);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(bq_bstore_pending_due(bs, T0, 10, pending_cb, &sp), 0);
+	ck_assert_int_eq(sp.n, 1);
+	ck_assert_str_eq(sp.p[0].user_name, "bob");
+	/* messages */
+	ck_assert_int_eq(bq_bstore_msg_insert(bs, &m), 0);
+	ck_assert_int_eq(bq_bstore_msg_set_state(bs, "m1", "delivered", NULL, T0 + 5, &changed), 0);
+	ck_assert(changed);
+	gm = get_msg(bs, "m1");
+	ck_assert_str_eq(gm.text, "hello");
+	ck_assert_str_eq(gm.state, "delivered");
+	memset(&gm, 0, sizeof(gm));
+	ck_assert_int_eq(bq_bstore_msg_page(bs, "alice:bob", 0, NULL, 10, msg_cb, &gm), 0);
+	ck_assert_int_eq(gm.n, 1);
+	/* seen_events */
+	ck_assert_int_eq(bq_bstore_event_seen(bs, "ev1", T0), 0);
+	ck_assert_int_eq(bq_bstore_event_seen(bs, "ev1", T0), -EEXIST);
+	/* meta */
+	ck_assert_int_eq(bq_bstore_meta_set(bs, "k", "v"), 0);
+	ck_assert_int_eq(bq_bstore_meta_get(bs, "k", buf, sizeof(buf)), 0);
+	ck_assert_str_eq(buf, "v");
+	/* A batch (BEGIN IMMEDIATE and savepoints) on the in-memory database. */
+	ck_assert_int_eq(bq_bstore_begin(bs), 0);
+	ck_assert_int_eq(bq_bstore_event_seen(bs, "ev2", T0), 0);
+	ck_assert_int_eq(bq_bstore_rollback(bs), 0);
+	ck_assert_int_eq(bq_bstore_event_seen(bs, "ev2", T0), 0);
+	/* The soft delete touches users, sessions and pending_connects in one transaction. */
+	ck_assert_int_eq(bq_bstore_user_delete(bs, a.id, T0 + 9), 0);
+	ck_assert_int_eq(bq_bstore_session_lookup(bs, "tok", T0 + 10, NULL), -ENOENT);
+	ck_assert_int_eq(conn_int(h, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
+	bq_bstore_close(bs);
+}
+END_TEST
+
 START_TEST(test_alloc_failures)
 {
 	char path[512];
@@ -947,6 +1130,7 @@ static Suite *bstore_suite(void)
 	tcase_add_test(tc, test_meta);
 	tcase_add_test(tc, test_batch);
 	tcase_add_test(tc, test_reopen_keeps_everything);
+	tcase_add_test(tc, test_memory_store);
 	tcase_add_test(tc, test_alloc_failures);
 	suite_add_tcase(s, tc);
 	return s;

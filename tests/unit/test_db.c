@@ -287,6 +287,80 @@ START_TEST(test_reader_beside_writer)
 }
 END_TEST
 
+/* The whole migration path on SQLite's in-memory database: no file, no directory. */
+START_TEST(test_memory_db)
+{
+	char buf[32];
+	struct bq_db *db = NULL;
+	struct bq_db *other = NULL;
+	int v = -1;
+
+	ck_assert_int_eq(bq_db_open(BQ_DB_MEMORY, 0, 1000, NULL, &db), 0);
+	ck_assert_ptr_nonnull(db);
+	/* WAL needs a file: the journal stays in memory, and nothing else changes. */
+	ck_assert_str_eq(query_text(db, "PRAGMA journal_mode", buf, sizeof(buf)), "memory");
+	ck_assert_int_eq(query_int(db, "PRAGMA foreign_keys"), 1);
+	ck_assert_int_eq(query_int(db, "PRAGMA busy_timeout"), 1000);
+	ck_assert_str_eq(bq_db_path(db), ":memory:");
+	ck_assert_int_eq(bq_db_version(db, &v), 0);
+	ck_assert_int_eq(v, 0);
+
+	/* Step by step, as on a file: 1, then 2, then nothing more to do. */
+	ck_assert_int_eq(bq_db_migrate(db, steps, 1), 0);
+	ck_assert_int_eq(bq_db_version(db, &v), 0);
+	ck_assert_int_eq(v, 1);
+	ck_assert(table_exists(db, "a"));
+	ck_assert(!table_exists(db, "b"));
+	ck_assert_int_eq(bq_db_migrate(db, steps, 2), 0);
+	ck_assert_int_eq(bq_db_migrate(db, steps, 2), 0);
+	ck_assert_int_eq(bq_db_version(db, &v), 0);
+	ck_assert_int_eq(v, 2);
+	ck_assert_int_eq(query_int(db, "SELECT COUNT(*) FROM schema_version"), 2);
+	ck_assert(table_exists(db, "b"));
+	ck_assert_int_eq(bq_db_migrate(db, steps, 1), -EPROTO);
+	ck_assert_int_eq(bq_db_exec(db, "INSERT INTO a (id, v) VALUES ('k', 7)"), 0);
+	ck_assert_int_eq(query_int(db, "SELECT v FROM a WHERE id = 'k'"), 7);
+
+	/* Transactions work (the migrations' BEGIN IMMEDIATE did too). */
+	ck_assert_int_eq(bq_db_begin(db), 0);
+	ck_assert_int_eq(bq_db_exec(db, "DELETE FROM a"), 0);
+	bq_db_rollback(db);
+	ck_assert_int_eq(query_int(db, "SELECT COUNT(*) FROM a"), 1);
+
+	/* Each connection has its own database: a second one starts empty. */
+	ck_assert_int_eq(bq_db_open(BQ_DB_MEMORY, BQ_DB_SYNC_NORMAL, 10, NULL, &other), 0);
+	ck_assert_int_eq(bq_db_version(other, &v), 0);
+	ck_assert_int_eq(v, 0);
+	ck_assert(!table_exists(other, "a"));
+	bq_db_close(other);
+	bq_db_close(db);
+
+	/* Nothing named ":memory:" was created in the working directory. */
+	ck_assert_int_eq(access(":memory:", F_OK), -1);
+}
+END_TEST
+
+/* A failing step on the in-memory database is rolled back as on a file. */
+START_TEST(test_memory_db_failed_step)
+{
+	static const struct bq_db_migration bad[] = {
+		{1, "CREATE TABLE a (id TEXT NOT NULL PRIMARY KEY)"},
+		{2, "CREATE TABLE c (id TEXT); CREATE TABLE oops ("},
+	};
+	struct bq_db *db;
+	int v;
+
+	ck_assert_int_eq(bq_db_open(BQ_DB_MEMORY, 0, 1000, NULL, &db), 0);
+	ck_assert_int_eq(bq_db_migrate(db, bad, 2), -EINVAL);
+	ck_assert_int_eq(bq_db_version(db, &v), 0);
+	ck_assert_int_eq(v, 1);
+	ck_assert(table_exists(db, "a"));
+	ck_assert(!table_exists(db, "c"));
+	ck_assert(sqlite3_get_autocommit(bq_db_handle(db)));
+	bq_db_close(db);
+}
+END_TEST
+
 START_TEST(test_errno_map)
 {
 	ck_assert_int_eq(bq_db_errno(NULL, SQLITE_OK), 0);
@@ -318,6 +392,8 @@ static Suite *db_suite(void)
 	tcase_add_test(tc, test_unusable_paths);
 	tcase_add_test(tc, test_statements);
 	tcase_add_test(tc, test_reader_beside_writer);
+	tcase_add_test(tc, test_memory_db);
+	tcase_add_test(tc, test_memory_db_failed_step);
 	tcase_add_test(tc, test_errno_map);
 	suite_add_tcase(s, tc);
 	return s;
