@@ -419,6 +419,11 @@ void be_h_login(struct bq_http_req *req, void *ud)
 	c->req = req;
 	rc = bq_password_verify_async(b->worker, &b->hash_params, c->user.pass_hash, pw, pwlen,
 				      logged_in, c);
+	if (rc == -EMSGSIZE) {
+		/* Longer than any password registration accepts: it matches no hash. */
+		bq_http_reply_error(req, 401, "bad_credentials", "wrong username or password");
+		goto out;
+	}
 	if (rc < 0) {
 		bq_http_reply_error(req, 503, "busy", "cannot check the password now: %s",
 				    strerror(-rc));
