@@ -152,6 +152,27 @@ static json_t *stats_json(struct mgr *m, const struct bq_sessions_stats *st)
 	return o;
 }
 
+struct rtt_mean {
+	uint64_t sum_us, n;
+};
+
+static void rtt_mean_add(uint32_t rtt_us, void *ud)
+{
+	struct rtt_mean *r = ud;
+
+	r->sum_us += rtt_us;
+	r->n++;
+}
+
+/* The Odin link's round trip: the mean of every up link's last PING, ms; null unmeasured. */
+static json_t *odin_rtt_json(const struct mgr *m)
+{
+	struct rtt_mean r = {0, 0};
+
+	bq_sessions_link_rtts(m->reg, rtt_mean_add, &r);
+	return r.n ? json_real((double)r.sum_us / (double)r.n / 1000.0) : json_null();
+}
+
 static void h_status(struct bq_http_req *req, void *ud)
 {
 	struct mgr *m = mgr_of(req);
@@ -167,10 +188,11 @@ static void h_status(struct bq_http_req *req, void *ud)
 		bq_sessions_foreach(m->reg, add_client, clients);
 	}
 	doc = json_pack(
-		"{s:{s:s, s:s, s:s, s:s}, s:{s:s, s:b, s:o, s:o, s:I, s:I}, s:o, s:o,"
+		"{s:{s:s, s:s, s:s, s:s, s:o}, s:{s:s, s:b, s:o, s:o, s:I, s:I}, s:o, s:o,"
 		" s:I, s:s, s:s, s:I}",
 		"odin", "address", m->o->odin, "transport", m->odin_transport, "dialled",
-		bq_sessions_odin_text(m->reg), "state", odin_state(&st), "backend", "url",
+		bq_sessions_odin_text(m->reg), "state", odin_state(&st), "rtt_ms", odin_rtt_json(m),
+		"backend", "url",
 		m->o->backend_url, "reachable", m->backend_reachable, "last_ok",
 		ms_or_null(m->backend_last_ok_ms), "error",
 		m->backend_error[0] ? json_string(m->backend_error) : json_null(), "queued_events",

@@ -17,6 +17,7 @@
 #define LINK_READ_BUDGET (256 * 1024)
 #define LINK_READ_CHUNK (64 * 1024)
 #define LINK_FLUSH_TIMEOUT_MS 1000
+#define RTT_REFRESH_MS 60000 /* a busy link measures its round trip this often */
 
 struct bq_link {
 	struct bq_loop *loop;
@@ -37,6 +38,7 @@ struct bq_link {
 	struct bq_timer *heartbeat;
 	struct bq_timer *flush_timer;
 	uint32_t ping_interval_ms;
+	uint64_t rtt_at_us; /* when the last round trip was measured (0: never) */
 	uint32_t dead_after_ms;
 	uint64_t last_rx_us;
 	uint64_t ping_sent_us;
@@ -394,7 +396,14 @@ static void heartbeat_cb(struct bq_timer *t, void *ud)
 			  idle_ms);
 		return;
 	}
-	if (l->ping_interval_ms && idle_ms >= l->ping_interval_ms) {
+	/*
+	 * Idle links are pinged to stay alive; busy ones too once their round trip is
+	 * RTT_REFRESH_MS old (or unknown), so the status shows a measured figure on a link
+	 * that is never quiet (announces every second) at a cost of one frame a minute.
+	 */
+	if (l->ping_interval_ms &&
+	    (idle_ms >= l->ping_interval_ms || !l->rtt_at_us ||
+	     now - l->rtt_at_us >= RTT_REFRESH_MS * 1000ull)) {
 		l->ping_nonce = bq_link_new_msg_id();
 		l->ping_sent_us = now;
 		send_ping(l, BQ_T_PING, l->ping_nonce);
@@ -417,6 +426,7 @@ static void handle_control(struct bq_link *l, const struct bq_frame *f)
 		uint64_t rtt = bq_loop_now_us(l->loop) - l->ping_sent_us;
 
 		l->stats.rtt_us = rtt > UINT32_MAX ? UINT32_MAX : (uint32_t)rtt;
+		l->rtt_at_us = bq_loop_now_us(l->loop);
 		l->ping_sent_us = 0;
 	}
 }

@@ -39,6 +39,9 @@ user_ready() {
 	curl -sf http://localhost:8001/api/clients/test123 | grep -q '"state":"ready"'
 }
 wait_until 10 "test123 ready" user_ready
+# The Odin link's round trip is in the status once a heartbeat measured it (every 5 s).
+rtt_known() { curl -sf http://localhost:8001/api/status | grep -q '"rtt_ms":[0-9]'; }
+wait_until 12 "Odin's round trip in the status" rtt_known
 # The initial user scan happened: the manager knows the bots' users.
 users=$(curl -sf http://localhost:8001/api/users)
 for bot in alice bob carol; do
