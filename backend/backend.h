@@ -58,7 +58,7 @@ struct be {
 	bool stopping;
 	bool bad_option;	   /* start-up failed on an option's value: exit 2 */
 	struct bq_map *auth_cache; /* accounts.c: token hash -> recently checked session */
-	char *decoy_hash; /* accounts.c: logins of unknown names are checked against it */
+	char *decoy_hash;	   /* accounts.c: logins of unknown names are checked against it */
 
 	/* Connect pushes to the manager (mesh.c). */
 	struct bq_timer *push_timer;
@@ -69,7 +69,8 @@ struct be {
 
 	/* bluetooth.c: user id -> struct be_bt_user, from the manager's events. */
 	struct bq_map *bt_users;
-	void *reads; /* struct be_reads: cached GETs of the manager, private to bluetooth.c */
+	void *reads;	/* struct be_reads: cached GETs of the manager, private to bluetooth.c */
+	void *snapshot; /* bluetooth.c: the manager's state, read once after a start */
 	/* Bumped on every change a contact list shows (users, sessions, presence). */
 	uint64_t contacts_gen;
 	uint64_t events_applied, events_repeated;
@@ -121,6 +122,8 @@ void be_h_bt_events(struct bq_http_req *req, void *ud);
 void be_h_bt_manager_status(struct bq_http_req *req, void *ud);
 /* GET /api/mesh: the manager's directory and topology (its /api/users), cached alike. */
 void be_h_bt_mesh(struct bq_http_req *req, void *ud);
+/* After be_mesh_start: read the manager's sessions and directory once (retried). */
+int be_bt_snapshot_start(struct be *b);
 /* Something changed in the manager: the next status/mesh read asks it again. */
 void be_bt_reads_stale(struct be *b);
 void be_h_bt_manager_connect(struct bq_http_req *req, void *ud);

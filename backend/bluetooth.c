@@ -62,6 +62,7 @@ struct be_reads {
 };
 
 static void reads_free(struct be *b);
+static void snapshot_free(struct be *b);
 
 int be_bt_start(struct be *b, char *err, size_t errlen)
 {
@@ -89,6 +90,7 @@ void be_bt_stop(struct be *b)
 	struct be_bt_user *u;
 
 	reads_free(b);
+	snapshot_free(b);
 	if (!b->bt_users) {
 		return;
 	}
@@ -220,6 +222,141 @@ static bool apply(struct be *b, json_t *ev)
 		return true;
 	}
 	return false;
+}
+
+/*
+ * After a start, the backend knows nothing of the manager's sessions and directory
+ * until something changes (events carry changes only): one snapshot of the manager's
+ * status and users fills the gaps. It never overwrites what an event already told
+ * (an event is newer than a snapshot read alongside it), and it is retried with
+ * backoff until the manager has answered both once.
+ */
+#define SNAPSHOT_RETRY_MIN_MS 200
+#define SNAPSHOT_RETRY_MAX_MS 10000
+
+struct snapshot_call {
+	struct snapshot *sn;
+	unsigned kind;
+};
+
+struct snapshot {
+	struct be *b;
+	struct snapshot_call calls[READ_KINDS];
+	struct bq_timer *timer;
+	struct bq_backoff backoff;
+	bool got[READ_KINDS];
+	unsigned in_flight;
+};
+
+static void snapshot_fill(struct be *b, unsigned kind, json_t *doc)
+{
+	json_t *list = json_object_get(doc, kind == READ_STATUS ? "clients" : "users"), *e;
+	size_t i, filled = 0;
+
+	json_array_foreach(list, i, e)
+	{
+		const char *user = str(e, "user_id");
+		const struct be_bt_user *known = be_bt_get(b, user);
+		json_t *ev;
+
+		if (kind == READ_STATUS && (!known || !known->state[0])) {
+			ev = json_pack("{s:s, s:s?, s:s?}", "type", "session", "user_id", user,
+				       "state", str(e, "state"));
+		} else if (kind == READ_USERS && (!known || !known->presence[0])) {
+			ev = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?}", "type", "directory",
+				       "user_id", user, "user_name", str(e, "user_name"),
+				       "presence", str(e, "presence"), "home", str(e, "home"));
+		} else {
+			continue;
+		}
+		if (ev && apply(b, ev)) {
+			filled++;
+		}
+		json_decref(ev);
+	}
+	if (filled) {
+		b->contacts_gen++;
+	}
+	bq_info(b->log, MOD, "msg=\"snapshot from the manager\" of=%s filled=%zu", read_paths[kind],
+		filled);
+}
+
+static void snapshot_done(int status, const char *body, size_t len, void *ud);
+
+static void snapshot_tick(struct bq_timer *t, void *ud)
+{
+	struct snapshot *sn = ud;
+	struct be *b = sn->b;
+	char url[1200];
+
+	(void)t;
+	for (unsigned k = 0; k < READ_KINDS && !b->stopping; k++) {
+		struct bq_http_request hr = {0};
+
+		if (sn->got[k]) {
+			continue;
+		}
+		snprintf(url, sizeof(url), "%s%s", b->o->manager_url, read_paths[k]);
+		hr.method = "GET";
+		hr.url = url;
+		hr.bearer_token = b->o->manager_token;
+		hr.timeout_ms = PROXY_TIMEOUT_MS;
+		if (bq_http_client_request(b->cli, &hr, snapshot_done, &sn->calls[k], NULL) == 0) {
+			sn->in_flight++;
+		}
+	}
+	if (!sn->in_flight && !(sn->got[0] && sn->got[1])) {
+		bq_timer_start(sn->timer, bq_backoff_next(&sn->backoff));
+	}
+}
+
+static void snapshot_done(int status, const char *body, size_t len, void *ud)
+{
+	const struct snapshot_call *call = ud;
+	unsigned kind = call->kind;
+	struct snapshot *sn = call->sn;
+	struct be *b = sn->b;
+	json_t *doc;
+
+	sn->in_flight--;
+	if (status == 200 && !b->stopping && (doc = json_loadb(body, len, 0, NULL))) {
+		snapshot_fill(b, kind, doc);
+		json_decref(doc);
+		sn->got[kind] = true;
+	}
+	if (!sn->in_flight && !(sn->got[0] && sn->got[1]) && !b->stopping) {
+		bq_timer_start(sn->timer, bq_backoff_next(&sn->backoff));
+	}
+}
+
+int be_bt_snapshot_start(struct be *b)
+{
+	struct snapshot *sn = bq_calloc(1, sizeof(*sn));
+
+	if (!sn || !(sn->timer = bq_timer_new(b->loop, snapshot_tick, sn))) {
+		bq_free(sn);
+		return -ENOMEM;
+	}
+	sn->b = b;
+	for (unsigned k = 0; k < READ_KINDS; k++) {
+		sn->calls[k] = (struct snapshot_call){sn, k};
+	}
+	bq_backoff_init(&sn->backoff, SNAPSHOT_RETRY_MIN_MS, SNAPSHOT_RETRY_MAX_MS, bq_wall_ms());
+	b->snapshot = sn;
+	bq_timer_start(sn->timer, 0);
+	return 0;
+}
+
+/* After the HTTP client is freed (its calls have ended). */
+static void snapshot_free(struct be *b)
+{
+	struct snapshot *sn = b->snapshot;
+
+	if (sn) {
+		bq_timer_free(sn->timer);
+		bq_free(sn);
+		b->snapshot = NULL;
+	}
 }
 
 void be_h_bt_events(struct bq_http_req *req, void *ud)

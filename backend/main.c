@@ -322,6 +322,10 @@ static int start(struct be *b, char *err, size_t errlen)
 	if (rc < 0) {
 		return rc;
 	}
+	if (be_bt_snapshot_start(b) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	return be_chat_start(b, err, errlen);
 }
 

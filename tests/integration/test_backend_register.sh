@@ -71,5 +71,13 @@ start_backend be2 --port 0 --data-dir "$T/be" --hash-cost minimum --manager-url 
 	--register-burst 1000 --login-burst 1000
 login=$(curl -sf -X POST "$BE_URL/api/login" -d '{"username":"alice","password":"correct horse"}')
 echo "$login" | grep -q '"token":"' || fail "login after restart: $login"
+# The new backend listens on another port, so no event from the manager reaches it: the
+# Bluetooth state in its contacts can only come from its snapshot of the manager.
+token=$(echo "$login" | grep -o '"token":"[A-Za-z0-9_-]*"' | cut -d'"' -f4)
+early_known() {
+	curl -sf -H "Authorization: Bearer $token" "$BE_URL/api/contacts" |
+		grep -q '"user_id":"early","name":"early","web":true,"presence":"online","bluetooth":"ready"'
+}
+wait_until 5 "early's presence and Bluetooth state after the restart" early_known
 stop_manager
 echo "PASS: registration connects the user through the manager at once; accounts work"
