@@ -22,6 +22,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/file.h"
+#include "core/notify.h"
 #include "core/opt.h"
 #include "http/static.h"
 #include "core/proc.h"
@@ -392,6 +393,8 @@ int main(int argc, char **argv)
 	}
 	bq_info(b.log, "main", "msg=\"listening\" on=http://%s:%u manager=%s data=%s version=%s",
 		o.host, bq_http_server_port(b.http), o.manager_url, o.data_dir, BQ_VERSION_STRING);
+	/* systemd Type=notify: ready once the port is open (a no-op elsewhere). */
+	bq_notify("READY=1");
 	rc = bq_loop_run(b.loop);
 	status = rc < 0 ? 1 : 0;
 out:

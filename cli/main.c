@@ -37,6 +37,7 @@ struct cli_cfg {
 	uint64_t timeout_ms;
 	char *key_file;
 	int log_level;
+	char *debug;
 	int64_t count;
 	char *command;
 	char *arg1;
@@ -61,6 +62,8 @@ static const struct bq_opt options[] = {
 	  NULL, 0, "PATH", "mesh network key: sign every frame (optional for clients)" },
 	{ "log-level", 0, BQ_OPT_ENUM, offsetof(struct cli_cfg, log_level), "warn", 0, 0,
 	  log_levels, NULL, 0, "LEVEL", "error, warn, info or debug (to stderr)" },
+	{ "debug", 0, BQ_OPT_STRING, offsetof(struct cli_cfg, debug), NULL, 0, 0, NULL, NULL, 0,
+	  "MODULES", "debug lines for these modules (client,link or all)" },
 	{ "count", 'c', BQ_OPT_INT, offsetof(struct cli_cfg, count), "0", 0, 1000000000, NULL,
 	  NULL, 0, "N", "listen: exit after N messages (0: until interrupted)" },
 	{ "command", 0, BQ_OPT_STRING, offsetof(struct cli_cfg, command), NULL, 0, 0, NULL, NULL,
@@ -887,6 +890,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	bq_log_set_level(cli.log, (enum bq_log_level)cli.cfg.log_level);
+	if (cli.cfg.debug && bq_log_set_debug_modules(cli.log, cli.cfg.debug) < 0) {
+		say_err("out of memory");
+		rc = 1;
+		goto out;
+	}
 	bq_loop_signal(cli.loop, SIGINT, on_signal, &cli);
 	bq_loop_signal(cli.loop, SIGTERM, on_signal, &cli);
 	if (!cli.cmd->attach) {

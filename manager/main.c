@@ -22,6 +22,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/file.h"
+#include "core/notify.h"
 #include "core/opt.h"
 #include "core/proc.h"
 #include "http/check.h"
@@ -491,6 +492,8 @@ int main(int argc, char **argv)
 		o.api_host, bq_http_server_port(m.http), o.odin,
 		o.backend_url[0] ? o.backend_url : "none", link_modes[o.link_mode], m.nofile,
 		resent, BQ_VERSION_STRING);
+	/* systemd Type=notify: ready once the port is open (a no-op elsewhere). */
+	bq_notify("READY=1");
 	rc = bq_loop_run(m.loop);
 	if (rc < 0) {
 		bq_err(m.log, "main", "msg=\"event loop failed\" err=\"%s\"", strerror(-rc));
