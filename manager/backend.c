@@ -31,9 +31,15 @@ static bool have_backend(const struct mgr *m)
 
 static void set_unreachable(struct mgr *m, const char *what, int status)
 {
-	if (m->backend_reachable) {
-		bq_warn(m->log, MOD, "msg=\"backend unreachable\" url=%s call=%s status=%d",
-			m->o->backend_url, what, status);
+	/* On the change, and on the first failure after start (it starts unreachable). */
+	if (m->backend_reachable || !m->backend_error[0]) {
+		bq_warn(m->log, MOD, "msg=\"backend unreachable\" url=%s call=%s status=%d%s",
+			m->o->backend_url, what, status,
+			status == 401 || status == 403
+				? " hint=\"the backend refused our token: start the manager with "
+				  "--backend-token-file BACKEND_DATA_DIR/service.token (or on the "
+				  "backend's --data-dir)\""
+				: "");
 	}
 	m->backend_reachable = false;
 	if (status < 0) {

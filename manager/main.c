@@ -78,7 +78,9 @@ static const struct bq_opt options[] = {
 	{"backend-token", 0, BQ_OPT_STRING, OFF(backend_token), NULL, 0, 0, NULL, NULL, 0, "TOKEN",
 	 "bearer token for calls to the backend"},
 	{"backend-token-file", 0, BQ_OPT_STRING, OFF(backend_token_file), NULL, 0, 0, NULL, NULL, 0,
-	 "PATH", "read the backend token from this file (its first line)"},
+	 "PATH",
+	 "read the backend token from this file (its first line); default: "
+	 "DATA_DIR/service.token when it exists (the backend's, on the same data directory)"},
 	{"data-dir", 'd', BQ_OPT_STRING, OFF(data_dir), "./data", 0, 0, NULL, NULL, 0, "DIR",
 	 "where the outbox database lives (manager-outbox.db)"},
 	{"link-mode", 'm', BQ_OPT_ENUM, OFF(link_mode), "dedicated", 0, 0, link_modes, NULL, 0,
@@ -442,6 +444,22 @@ int main(int argc, char **argv)
 		   read_token_file(o.backend_token_file, &m.backend_token, err, sizeof(err)) < 0) {
 		fprintf(stderr, PROG ": %s\n", err);
 		goto out;
+	} else if (!o.backend_token_file) {
+		/*
+		 * The backend writes its service token into its data directory; with both
+		 * programs on the same one (./data by default) the original's command line
+		 * then works as written, with no token option.
+		 */
+		char path[4200];
+
+		snprintf(path, sizeof(path), "%.4000s/service.token", o.data_dir);
+		if (access(path, F_OK) == 0) {
+			if (read_token_file(path, &m.backend_token, err, sizeof(err)) < 0) {
+				fprintf(stderr, PROG ": %s\n", err);
+				goto out;
+			}
+			bq_info(m.log, "main", "msg=\"backend token read\" from=\"%s\"", path);
+		}
 	}
 	/*
 	 * glibc gives freed memory back to the kernel eagerly (trim, and mmap for blocks

@@ -61,6 +61,8 @@ static const struct bq_opt options[] = {
 	  NULL, 0, "DURATION", "passed to every node (node default if unset)" },
 	{ "log-level", 0, BQ_OPT_ENUM, offsetof(struct sim_cfg, log_level), "info", 0, 0,
 	  log_levels, NULL, 0, "LEVEL", "the simulator's own log (stderr)" },
+	{ "debug", 0, BQ_OPT_STRING, offsetof(struct sim_cfg, debug), NULL, 0, 0, NULL, NULL, 0,
+	  "MODULES", "debug lines for these modules (sim,air,client,link or all)" },
 	{ "node-log-level", 0, BQ_OPT_ENUM, offsetof(struct sim_cfg, node_log_level), "info", 0, 0,
 	  log_levels, NULL, 0, "LEVEL", "log level passed to every node (DIR/node-N.log)" },
 	{ NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL, 0, NULL, NULL },
@@ -546,6 +548,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	bq_log_set_level(s->log, (enum bq_log_level)s->cfg.log_level);
+	if (s->cfg.debug && bq_log_set_debug_modules(s->log, s->cfg.debug) < 0) {
+		say_err("out of memory");
+		rc = 1;
+		goto out;
+	}
 	s->startup_tick = bq_timer_new(s->loop, startup_tick_cb, s);
 	s->startup_deadline = bq_timer_new(s->loop, startup_deadline_cb, s);
 	s->kill_timer = bq_timer_new(s->loop, kill_timer_cb, s);

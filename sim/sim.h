@@ -44,6 +44,7 @@ struct sim_cfg {
 	uint64_t announce_interval_ms;
 	uint64_t expiry_ms;
 	int log_level;
+	char *debug; /* modules with debug lines (sim,air,client,link or all) */
 	int node_log_level;
 };
 

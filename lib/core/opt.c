@@ -631,9 +631,11 @@ struct opt_tok {
 /*
  * Split argv into tokens without touching cfg, so the config file can be loaded first
  * and --help works even when the rest of the line (or the config file) is wrong.
- * Returns the number of tokens, 0 tokens are fine; -EINVAL with err; or 1 << 30 for help.
+ * Returns the number of tokens, 0 tokens are fine; -EINVAL with err; or OPT_HELP_REQUESTED
+ * for --help, OPT_HELP_MARKDOWN for --help-markdown.
  */
 #define OPT_HELP_REQUESTED (1 << 30)
+#define OPT_HELP_MARKDOWN ((1 << 30) + 1)
 
 static int tokenize(const struct bq_opt *table, int argc, char **argv, struct opt_tok *toks,
 		    char *err, size_t errlen)
@@ -686,6 +688,10 @@ static int tokenize(const struct bq_opt *table, int argc, char **argv, struct op
 			}
 			if (!o && nlen == 4 && memcmp(name, "help", 4) == 0) {
 				return OPT_HELP_REQUESTED;
+			}
+			/* The option table as Markdown, for the generated configuration docs. */
+			if (!o && nlen == 13 && memcmp(name, "help-markdown", 13) == 0) {
+				return OPT_HELP_MARKDOWN;
 			}
 			if (!o) {
 				errf(err, errlen, "unknown option --%.*s (see --help)", (int)nlen,
@@ -790,6 +796,11 @@ int bq_opt_parse(const struct bq_opt *table, void *cfg, int argc, char **argv,
 	ntok = tokenize(table, argc, argv, toks, err, errlen);
 	if (ntok == OPT_HELP_REQUESTED) {
 		bq_opt_print_help(table, stdout, program, synopsis);
+		r = 1;
+		goto out;
+	}
+	if (ntok == OPT_HELP_MARKDOWN) {
+		bq_opt_print_markdown(table, stdout);
 		r = 1;
 		goto out;
 	}

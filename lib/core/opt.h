@@ -80,6 +80,7 @@ int bq_opt_defaults(const struct bq_opt *table, void *cfg, char *err, size_t err
  * Defaults, the config file if one is named, then argv. Returns:
  *   0            parsed, run the program
  *   1            --help (or -h, unless the table uses them) was given; help went to stdout
+ *                (or --help-markdown: the table as bq_opt_print_markdown prints it)
  *   -EINVAL      bad input; err holds one line
  *                ("--api-port: 70000 is above the maximum 65535")
  *   -ENOMEM      out of memory

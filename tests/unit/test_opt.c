@@ -641,6 +641,22 @@ START_TEST(test_help_flag)
 }
 END_TEST
 
+/* --help-markdown prints the Markdown table (for the generated docs) and returns 1. */
+START_TEST(test_help_markdown_flag)
+{
+	struct mcfg c = { 0 };
+	int rc = 0;
+	char *out = parse_capture_stdout(&c, "--help-markdown", &rc);
+
+	ck_assert_int_eq(rc, 1);
+	ck_assert_msg(strncmp(out, "| option | default | meaning |\n|---|---|---|\n", 44) == 0, "%s",
+		      out);
+	ck_assert_ptr_nonnull(strstr(out, "`--api-port API_PORT`"));
+	free(out);
+	bq_opt_free(table, &c);
+}
+END_TEST
+
 /* noinline: gcc 12 at -O3 inlines this and misreads the memstream buffer as dangling. */
 __attribute__((noinline)) static char *
 help_text(void (*fn)(const struct bq_opt *, FILE *, const char *, const char *))
@@ -912,6 +928,7 @@ int main(void)
 	tcase_add_test(tc, test_config_default_path);
 	tcase_add_test(tc, test_set);
 	tcase_add_test(tc, test_help_flag);
+	tcase_add_test(tc, test_help_markdown_flag);
 	tcase_add_test(tc, test_help_contents);
 	tcase_add_test(tc, test_help_wraps);
 	tcase_add_test(tc, test_markdown);
