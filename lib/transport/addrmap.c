@@ -54,8 +54,7 @@ const char *bq_addrmap_default_write_path(char *buf, size_t cap)
  * -EFBIG over the limit. The size is checked while reading too, since a file may grow
  * between fstat and read.
  */
-static int read_bounded(const char *path, uint8_t **out, size_t *out_len, char *err,
-			size_t errlen)
+static int read_bounded(const char *path, uint8_t **out, size_t *out_len, char *err, size_t errlen)
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
@@ -69,6 +68,29 @@ static int read_bounded(const char *path, uint8_t **out, size_t *out_len, char *
 				 strerror(-rc));
 		}
 		return rc;
+	}
+	/*
+	 * The map decides where a Bluetooth address is dialled, and its default place is
+	 * in /tmp: a map another user wrote (or could rewrite) would let them put their
+	 * socket behind Odin's address. Only ours or root's, and not writable by others.
+	 */
+	{
+		struct stat st;
+
+		if (fstat(fd, &st) < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot stat address map %s: %s", path,
+				 strerror(-rc));
+			goto out;
+		}
+		if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & S_IWOTH)) {
+			rc = -EPERM;
+			snprintf(err, errlen,
+				 "address map %s is not trusted (owner uid %u, mode %04o): it must "
+				 "belong to this user or root and not be writable by others",
+				 path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+			goto out;
+		}
 	}
 	buf = bq_malloc(BQ_ADDRMAP_FILE_MAX + 1);
 	if (!buf) {
@@ -119,7 +141,7 @@ static bool is_space(uint8_t ch)
  */
 static bool split_fields(char *line, char **mac, char **target)
 {
-	char *f[3] = { NULL, NULL, NULL };
+	char *f[3] = {NULL, NULL, NULL};
 	size_t nf = 0;
 	char *p = line;
 
@@ -245,8 +267,8 @@ int bq_addrmap_resolve(const struct bq_addr *in, struct bq_addr *out, char *err,
 				       errlen);
 }
 
-int bq_addrmap_write(const char *path, const struct bq_addrmap_entry *entries, size_t n,
-		     char *err, size_t errlen)
+int bq_addrmap_write(const char *path, const struct bq_addrmap_entry *entries, size_t n, char *err,
+		     size_t errlen)
 {
 	struct bq_buf text;
 	const char *hdr = "# blueq address map: Bluetooth address -> simulated node socket\n"

@@ -2,6 +2,7 @@
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -155,6 +156,26 @@ START_TEST(test_too_big)
 }
 END_TEST
 
+/* A map anyone may rewrite could send Odin's address to anyone's socket: refused. */
+START_TEST(test_untrusted_map)
+{
+	struct bq_addr in = parse("D8:3A:DD:03:1E:77"), out;
+	char err[256] = "";
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs("D8:3A:DD:03:1E:77 unix:/evil.sock\n", f);
+	fclose(f);
+	ck_assert_int_eq(chmod(path, 0666), 0);
+	ck_assert_int_eq(bq_addrmap_resolve_file(path, &in, &out, err, sizeof(err)), -EPERM);
+	ck_assert_ptr_nonnull(strstr(err, "not trusted"));
+	ck_assert_int_eq(out.kind, BQ_ADDR_RFCOMM);
+	ck_assert_int_eq(chmod(path, 0644), 0);
+	ck_assert_int_eq(bq_addrmap_resolve_file(path, &in, &out, err, sizeof(err)), 1);
+	ck_assert_int_eq(out.kind, BQ_ADDR_UNIX);
+}
+END_TEST
+
 START_TEST(test_env_override)
 {
 	char other[600];
@@ -214,6 +235,7 @@ int main(void)
 	tcase_add_test(tc, test_miss);
 	tcase_add_test(tc, test_malformed_lines);
 	tcase_add_test(tc, test_too_big);
+	tcase_add_test(tc, test_untrusted_map);
 	tcase_add_test(tc, test_env_override);
 	tcase_add_test(tc, test_write_roundtrip);
 	suite_add_tcase(s, tc);
