@@ -61,6 +61,24 @@ struct be_reads {
 	struct read_cache kinds[READ_KINDS];
 };
 
+/* One call to the manager's API (its URL and token from the options); as
+ * bq_http_client_request: 0 and cb runs once later, or a negative errno and it never does. */
+static int manager_call(struct be *b, const char *method, const char *path, const char *body,
+			bq_http_response_cb cb, void *ud)
+{
+	struct bq_http_request r = {0};
+	char url[1200];
+
+	snprintf(url, sizeof(url), "%s%s", b->o->manager_url, path);
+	r.method = method;
+	r.url = url;
+	r.bearer_token = b->o->manager_token;
+	r.body = body;
+	r.body_len = body ? strlen(body) : 0;
+	r.timeout_ms = PROXY_TIMEOUT_MS;
+	return bq_http_client_request(b->cli, &r, cb, ud, NULL);
+}
+
 static void reads_free(struct be *b);
 static void snapshot_free(struct be *b);
 
@@ -287,21 +305,14 @@ static void snapshot_tick(struct bq_timer *t, void *ud)
 {
 	struct snapshot *sn = ud;
 	struct be *b = sn->b;
-	char url[1200];
 
 	(void)t;
 	for (unsigned k = 0; k < READ_KINDS && !b->stopping; k++) {
-		struct bq_http_request hr = {0};
-
 		if (sn->got[k]) {
 			continue;
 		}
-		snprintf(url, sizeof(url), "%s%s", b->o->manager_url, read_paths[k]);
-		hr.method = "GET";
-		hr.url = url;
-		hr.bearer_token = b->o->manager_token;
-		hr.timeout_ms = PROXY_TIMEOUT_MS;
-		if (bq_http_client_request(b->cli, &hr, snapshot_done, &sn->calls[k], NULL) == 0) {
+		if (manager_call(b, "GET", read_paths[k], NULL, snapshot_done, &sn->calls[k]) ==
+		    0) {
 			sn->in_flight++;
 		}
 	}
@@ -473,9 +484,8 @@ static void proxy_done(int status, const char *body, size_t len, void *ud)
 static void proxy(struct be *b, struct bq_http_req *req, const char *method, const char *path,
 		  json_t *body)
 {
-	struct bq_http_request r = {0};
 	struct proxy *p = bq_calloc(1, sizeof(*p));
-	char url[1200], *text = NULL;
+	char *text = NULL;
 	int rc;
 
 	if (body) {
@@ -490,14 +500,7 @@ static void proxy(struct be *b, struct bq_http_req *req, const char *method, con
 	}
 	p->b = b;
 	p->req = req;
-	snprintf(url, sizeof(url), "%s%s", b->o->manager_url, path);
-	r.method = method;
-	r.url = url;
-	r.bearer_token = b->o->manager_token;
-	r.body = text;
-	r.body_len = text ? strlen(text) : 0;
-	r.timeout_ms = PROXY_TIMEOUT_MS;
-	rc = bq_http_client_request(b->cli, &r, proxy_done, p, NULL);
+	rc = manager_call(b, method, path, text, proxy_done, p);
 	free(text);
 	if (rc < 0) {
 		bq_free(p);
@@ -568,9 +571,7 @@ static void read_cached(struct be *b, struct bq_http_req *req, unsigned kind)
 {
 	struct be_reads *r = b->reads;
 	struct read_cache *rc = &r->kinds[kind];
-	struct bq_http_request hr = {0};
 	struct read_waiter *w;
-	char url[1200];
 	int err;
 
 	if (rc->body && bq_loop_now_us(b->loop) - rc->fetched_us < READ_FRESH_MS * 1000ull) {
@@ -582,12 +583,7 @@ static void read_cached(struct be *b, struct bq_http_req *req, unsigned kind)
 		return;
 	}
 	if (!rc->in_flight) {
-		snprintf(url, sizeof(url), "%s%s", b->o->manager_url, rc->path);
-		hr.method = "GET";
-		hr.url = url;
-		hr.bearer_token = b->o->manager_token;
-		hr.timeout_ms = PROXY_TIMEOUT_MS;
-		err = bq_http_client_request(b->cli, &hr, read_done, rc, NULL);
+		err = manager_call(b, "GET", rc->path, NULL, read_done, rc);
 		if (err < 0) {
 			bq_free(w);
 			bq_http_reply_error(req, 503, "busy", "cannot call the manager now: %s",
