@@ -1031,6 +1031,15 @@ static void h_metrics(struct bq_http_req *req, void *ud)
 			    "counter\nblueq_backend_events_dropped_total %" PRIu64 "\n",
 			    es.dropped);
 	rc |= bq_buf_printf(&b,
+			    "# HELP blueq_receipts_held Inbound messages whose DELIVERED receipt "
+			    "waits for the backend to store them.\n# TYPE blueq_receipts_held gauge\n"
+			    "blueq_receipts_held %zu\n"
+			    "# HELP blueq_receipts_total Held receipts settled: sent, or not sent "
+			    "(the sender's repeat asks again).\n# TYPE blueq_receipts_total counter\n"
+			    "blueq_receipts_total{result=\"sent\"} %" PRIu64 "\n"
+			    "blueq_receipts_total{result=\"not_sent\"} %" PRIu64 "\n",
+			    m->n_receipts, m->receipts_confirmed, m->receipts_unsent);
+	rc |= bq_buf_printf(&b,
 			    "# HELP blueq_backend_reachable 1 if the last backend call "
 			    "succeeded.\n# TYPE blueq_backend_reachable gauge\n"
 			    "blueq_backend_reachable %d\n",

@@ -71,6 +71,8 @@ static void push_kick(struct mgr *m)
 	}
 }
 
+static void receipts_settle(struct mgr *m, uint64_t first, uint64_t last, bool stored);
+
 static void push_done(int status, const char *body, size_t len, void *ud)
 {
 	struct mgr *m = ud;
@@ -78,6 +80,8 @@ static void push_done(int status, const char *body, size_t len, void *ud)
 
 	m->push_call = NULL;
 	if (status >= 200 && status < 300) {
+		/* The backend stored these events: their messages' receipts can go now. */
+		receipts_settle(m, m->push_last_seq - m->push_n + 1, m->push_last_seq, true);
 		bq_evq_ack(m->evq, m->push_last_seq);
 		bq_backoff_reset(&m->push_backoff);
 		m->pushes++;
@@ -95,6 +99,7 @@ static void push_done(int status, const char *body, size_t len, void *ud)
 			"msg=\"backend refused an event batch; dropped\" status=%d "
 			"body=%.200s",
 			status, body ? body : "");
+		receipts_settle(m, m->push_last_seq - m->push_n + 1, m->push_last_seq, false);
 		bq_evq_ack(m->evq, m->push_last_seq);
 		push_kick(m);
 		return;
@@ -143,6 +148,7 @@ static void push_tick(struct bq_timer *t, void *ud)
 	req.body_len = body.len;
 	req.timeout_ms = PUSH_TIMEOUT_MS;
 	m->push_last_seq = last;
+	m->push_n = n;
 	rc = bq_http_client_request(m->cli, &req, push_done, m, &m->push_call);
 	bq_buf_free(&body);
 	if (rc < 0) {
@@ -179,20 +185,85 @@ bool mgr_events_wanted(const struct mgr *m)
 	return m->n_sse > 0 || (have_backend(m) && m->evq);
 }
 
+static uint64_t event_emit(struct mgr *m, json_t *ev, bool to_streams);
+
 void mgr_event(struct mgr *m, json_t *ev)
 {
+	event_emit(m, ev, true);
+}
+
+bool mgr_holds_receipts(const struct mgr *m)
+{
+	return have_backend(m) && m->receipts;
+}
+
+static struct mgr_receipt *receipt_at(struct mgr *m, size_t i)
+{
+	return &m->receipts[(m->receipts_head + i) % MGR_RECEIPTS_MAX];
+}
+
+void mgr_inbound(struct mgr *m, json_t *ev, const char *user_id, const char *src, uint64_t msg_id,
+		 bool first)
+{
+	uint64_t seq = event_emit(m, ev, first);
+	struct mgr_receipt *r;
+
+	if (!mgr_holds_receipts(m)) {
+		bq_sessions_confirm(m->reg, user_id, src, msg_id);
+		return;
+	}
+	if (!seq || m->n_receipts >= MGR_RECEIPTS_MAX) {
+		/* Not queued, or too many held: no receipt now; the sender's repeat asks again. */
+		m->receipts_unsent++;
+		return;
+	}
+	r = receipt_at(m, m->n_receipts++);
+	r->evq_seq = seq;
+	r->msg_id = msg_id;
+	snprintf(r->user_id, sizeof(r->user_id), "%s", user_id);
+	snprintf(r->src, sizeof(r->src), "%s", src);
+}
+
+/*
+ * The backend answered for the batch of seqs first..last: stored (confirm those receipts)
+ * or refused (drop them: the senders' repeats bring the messages again). A receipt for
+ * an event older than the batch belongs to an event the queue dropped: never sent.
+ */
+static void receipts_settle(struct mgr *m, uint64_t first, uint64_t last, bool stored)
+{
+	while (m->n_receipts) {
+		struct mgr_receipt *r = receipt_at(m, 0);
+
+		if (r->evq_seq > last) {
+			break;
+		}
+		if (stored && r->evq_seq >= first &&
+		    bq_sessions_confirm(m->reg, r->user_id, r->src, r->msg_id) == 0) {
+			m->receipts_confirmed++;
+		} else {
+			m->receipts_unsent++;
+		}
+		m->receipts_head = (m->receipts_head + 1) % MGR_RECEIPTS_MAX;
+		m->n_receipts--;
+	}
+}
+
+static uint64_t event_emit(struct mgr *m, json_t *ev, bool to_streams)
+{
+	struct bq_evq_stats qs;
+	uint64_t seq = 0;
 	char id[48];
 	char *text;
 	const char *type;
 	size_t len;
 
 	if (!ev) {
-		return;
+		return 0;
 	}
 	if (!mgr_events_wanted(m)) {
 		/* Nobody to tell: skip the encoding (four events per message sent). */
 		json_decref(ev);
-		return;
+		return 0;
 	}
 	m->event_seq++;
 	snprintf(id, sizeof(id), "%s-%" PRIu64, m->instance, m->event_seq);
@@ -201,17 +272,22 @@ void mgr_event(struct mgr *m, json_t *ev)
 	text = json_dumps(ev, JSON_COMPACT);
 	if (!text) {
 		json_decref(ev);
-		return;
+		return 0;
 	}
 	len = strlen(text);
 	/* type points into ev: broadcast before ev is released. */
 	type = json_string_value(json_object_get(ev, "type"));
-	mgr_sse_broadcast(m, type ? type : "event", text, len);
+	if (to_streams) {
+		mgr_sse_broadcast(m, type ? type : "event", text, len);
+	}
 	json_decref(ev);
 	if (have_backend(m) && m->evq && bq_evq_push(m->evq, text, len) == 0) {
+		bq_evq_get_stats(m->evq, &qs);
+		seq = qs.next_seq - 1;
 		push_kick(m);
 	}
 	free(text); /* jansson's allocator */
+	return seq;
 }
 
 /* ---- user poll ---- */
@@ -370,7 +446,11 @@ int mgr_backend_start(struct mgr *m, char *err, size_t errlen)
 	m->cli = bq_http_client_new(m->loop, m->log, NULL);
 	m->push_timer = bq_timer_new(m->loop, push_tick, m);
 	m->poll_timer = bq_timer_new(m->loop, poll_tick, m);
-	if (!m->evq || !m->cli || !m->push_timer || !m->poll_timer) {
+	if (have_backend(m)) {
+		m->receipts = bq_calloc(MGR_RECEIPTS_MAX, sizeof(*m->receipts));
+	}
+	if (!m->evq || !m->cli || !m->push_timer || !m->poll_timer ||
+	    (have_backend(m) && !m->receipts)) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
@@ -390,4 +470,7 @@ void mgr_backend_stop(struct mgr *m)
 	m->cli = NULL;
 	bq_evq_free(m->evq);
 	m->evq = NULL;
+	bq_free(m->receipts); /* unsent receipts: the senders' repeats come after a restart */
+	m->receipts = NULL;
+	m->n_receipts = 0;
 }

@@ -196,17 +196,38 @@ static void on_state(struct bq_session *s, enum bq_session_state from, enum bq_s
 			       "reason", reason, "err", err));
 }
 
+static json_t *message_event(struct bq_session *s, const char *src, const char *dst,
+			     uint64_t msg_id, const void *text, size_t len)
+{
+	char hex[BQ_OUTBOX_ID_LEN + 1];
+
+	bq_outbox_id_format(msg_id, hex);
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "message", "message_id", hex,
+			 "user_id", bq_session_user_id(s), "from", src, "to",
+			 dst ? dst : BQ_OUTBOX_BROADCAST_DEST, "text", mgr_text_json(text, len));
+}
+
 static void on_message(struct bq_session *s, const char *src, const char *dst, uint64_t msg_id,
 		       const void *text, size_t len, void *ud)
 {
 	struct mgr *m = ud;
-	char hex[BQ_OUTBOX_ID_LEN + 1];
+	json_t *ev = message_event(s, src, dst, msg_id, text, len);
 
-	bq_outbox_id_format(msg_id, hex);
-	mgr_event(m, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "message", "message_id",
-			       hex, "user_id", bq_session_user_id(s), "from", src, "to",
-			       dst ? dst : BQ_OUTBOX_BROADCAST_DEST, "text",
-			       mgr_text_json(text, len)));
+	if (!dst) {
+		mgr_event(m, ev); /* a broadcast: no receipt to hold */
+		return;
+	}
+	mgr_inbound(m, ev, bq_session_user_id(s), src, msg_id, true);
+}
+
+/* The sender has no receipt yet: queue the event again (the backend stores it once). */
+static void on_message_repeat(struct bq_session *s, const char *src, const char *dst,
+			      uint64_t msg_id, const void *text, size_t len, void *ud)
+{
+	struct mgr *m = ud;
+
+	mgr_inbound(m, message_event(s, src, dst, msg_id, text, len), bq_session_user_id(s), src,
+		    msg_id, false);
 }
 
 static void on_ack(struct bq_session *s, uint64_t msg_id, uint8_t status, const char *reason,
@@ -342,6 +363,7 @@ static int make_sessions(struct mgr *m, char *err, size_t errlen)
 	static const struct bq_sessions_cbs cbs = {
 		.state = on_state,
 		.message = on_message,
+		.message_repeat = on_message_repeat,
 		.ack = on_ack,
 		.directory = on_directory,
 	};
@@ -386,6 +408,8 @@ static int make_sessions(struct mgr *m, char *err, size_t errlen)
 	cfg.backoff_cap_ms = (uint32_t)o->backoff_cap;
 	cfg.connect_rate = (uint32_t)o->connect_rate;
 	cfg.connect_burst = (uint32_t)o->connect_burst;
+	/* A receipt says the message is stored where it goes: with a backend, there. */
+	cfg.hold_receipts = o->backend_url && o->backend_url[0];
 	m->reg = bq_sessions_new(m->loop, &cfg, &cbs, m, NULL, m->log, err, errlen);
 	return m->reg ? 0 : -ENOMEM;
 }

@@ -68,6 +68,16 @@ struct mgr_unsent {
 	char user_id[BQ_USER_ID_MAX + 1];
 };
 
+/* An inbound message whose receipt waits for the backend to store its event. */
+struct mgr_receipt {
+	uint64_t evq_seq; /* the message event's place in the backend queue */
+	uint64_t msg_id;
+	char user_id[BQ_USER_ID_MAX + 1];
+	char src[BQ_USER_ID_MAX + 1];
+};
+
+#define MGR_RECEIPTS_MAX 8192
+
 struct mgr {
 	const struct mgr_opts *o;
 	struct bq_loop *loop;
@@ -88,6 +98,11 @@ struct mgr {
 	struct bq_timer *push_timer, *poll_timer;
 	struct bq_http_call *push_call, *poll_call;
 	uint64_t push_last_seq;
+	size_t push_n; /* events in the batch in flight: seqs push_last_seq - n + 1 .. last */
+	/* Receipts held until the backend stored the message (ring, by evq_seq). */
+	struct mgr_receipt *receipts;
+	size_t receipts_head, n_receipts;
+	uint64_t receipts_confirmed, receipts_unsent;
 	struct bq_backoff push_backoff;
 	bool backend_reachable;
 	uint64_t backend_last_ok_ms;
@@ -136,6 +151,16 @@ void mgr_backend_stop(struct mgr *m);
  * "type"; an "id" and "at" are added here. Steals the reference to ev.
  */
 void mgr_event(struct mgr *m, json_t *ev);
+/*
+ * An inbound direct message (a first copy or a repeat) for the backend: its event is
+ * queued (a repeat's too: the backend stores a message once by its id), and the
+ * DELIVERED receipt is sent once the backend has answered 2xx for that event. first:
+ * also to the event streams. With no backend, the receipt goes at once.
+ */
+void mgr_inbound(struct mgr *m, json_t *ev, const char *user_id, const char *src, uint64_t msg_id,
+		 bool first);
+/* Receipts are held only when there is a backend to store the messages. */
+bool mgr_holds_receipts(const struct mgr *m);
 /* False when no event stream is open and there is no backend: callers skip building. */
 bool mgr_events_wanted(const struct mgr *m);
 /* A JSON string of message text: valid UTF-8 as is, other bytes as '?'. NULL: ENOMEM. */

@@ -399,6 +399,31 @@ static void on_message(struct bq_muser *u, const struct bq_frame *f, void *ud)
 	}
 }
 
+static void on_message_repeat(struct bq_muser *u, const struct bq_frame *f, void *ud)
+{
+	struct bq_session *s = bq_muser_data(u);
+	char src[BQ_USER_ID_MAX + 1];
+
+	(void)ud;
+	if (!s || s->removed || s->reg->stopping || !s->reg->cbs.message_repeat) {
+		return;
+	}
+	snprintf(src, sizeof(src), "%.*s", (int)f->src_len, f->src ? f->src : "");
+	s->reg->cbs.message_repeat(s, src, s->user_id, f->msg_id, f->payload, f->payload_len,
+				   s->reg->ud);
+}
+
+int bq_sessions_confirm(struct bq_sessions *reg, const char *user_id, const char *src,
+			uint64_t msg_id)
+{
+	struct bq_session *s = bq_sessions_get(reg, user_id);
+
+	if (!s || s->removed || !s->mu) {
+		return -ENOENT;
+	}
+	return bq_muser_confirm(s->mu, src, msg_id);
+}
+
 static void on_ack(struct bq_muser *u, uint64_t msg_id, uint8_t status, const char *reason,
 		   void *ud)
 {
@@ -449,6 +474,7 @@ static struct link *link_new(struct bq_sessions *reg, int index, bool keeps_dir)
 		.user_state = on_user_state,
 		.directory = on_directory,
 		.message = on_message,
+		.message_repeat = on_message_repeat,
 		.ack = on_ack,
 	};
 	struct link *l = bq_calloc(1, sizeof(*l));
@@ -477,6 +503,7 @@ static struct link *link_new(struct bq_sessions *reg, int index, bool keeps_dir)
 	}
 	mc.dedupe_capacity = index < 0 ? DEDUPE_DEDICATED : DEDUPE_SHARED;
 	mc.no_directory = !keeps_dir;
+	mc.hold_receipts = reg->cfg.hold_receipts;
 	mc.connect_gate = gate_cb;
 	mc.connect_gate_ud = reg;
 	l->reg = reg;

@@ -68,6 +68,12 @@ struct bq_sessions_config {
 	uint32_t retransmit_ms;	       /* passed to the client engine (0: its default) */
 	uint32_t msg_expire_ms;
 	uint32_t max_outstanding;
+	/*
+	 * Hold the DELIVERED receipts of inbound direct messages until the owner calls
+	 * bq_sessions_confirm (the client engine's hold_receipts): the manager confirms
+	 * once the web backend has stored the message, so a receipt never claims more.
+	 */
+	bool hold_receipts;
 };
 
 /*
@@ -82,6 +88,12 @@ struct bq_sessions_cbs {
 	/* Inbound text for s's user from src; dst is s's user id, or NULL for a broadcast. */
 	void (*message)(struct bq_session *s, const char *src, const char *dst, uint64_t msg_id,
 			const void *text, size_t len, void *ud);
+	/*
+	 * With hold_receipts: another copy of a direct message already given to message
+	 * (its sender has no receipt yet). Not counted as received again.
+	 */
+	void (*message_repeat)(struct bq_session *s, const char *src, const char *dst,
+			       uint64_t msg_id, const void *text, size_t len, void *ud);
 	/* Progress of a message s sent: enum bq_ack_status (ACCEPTED, DELIVERED, ...). */
 	void (*ack)(struct bq_session *s, uint64_t msg_id, uint8_t status, const char *reason,
 		    void *ud);
@@ -158,6 +170,13 @@ int bq_sessions_connect(struct bq_sessions *reg, const char *user_id, const char
 int bq_sessions_disconnect(struct bq_sessions *reg, const char *user_id);
 /* NULL if unknown. Owned by the registry; valid until the session is removed. */
 struct bq_session *bq_sessions_get(const struct bq_sessions *reg, const char *user_id);
+/*
+ * With hold_receipts: send the DELIVERED receipt of message msg_id from src to user_id.
+ * 0; -ENOENT (no such session, or not attached now: the sender's next repeat brings
+ * it back), -ENOTCONN, -EINVAL.
+ */
+int bq_sessions_confirm(struct bq_sessions *reg, const char *user_id, const char *src,
+			uint64_t msg_id);
 size_t bq_sessions_count(const struct bq_sessions *reg);
 /* fn runs for every session, in no particular order; it must not connect or disconnect. */
 void bq_sessions_foreach(const struct bq_sessions *reg,

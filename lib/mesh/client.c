@@ -949,24 +949,42 @@ static void deliver(struct bq_mclient *c, struct bq_muser *u, const struct bq_fr
 		if (c->cbs.message) {
 			c->cbs.message(u, f, c->ud);
 		}
+	} else if (c->cfg.hold_receipts && c->cbs.message_repeat &&
+		   !(f->flags & BQ_FF_BROADCAST)) {
+		/* The owner confirms; a repeat means our receipt is late or was lost. */
+		c->cbs.message_repeat(u, f, c->ud);
 	} else {
 		bq_debug(c->log, MOD, "client=%s user_id=%s msg_id=%016" PRIx64
 			 " msg=\"duplicate dropped\"", c->name, u->id, f->msg_id);
 	}
 }
 
-static void send_delivered(struct bq_mclient *c, const char *rcpt, const struct bq_frame *f)
+static int send_delivered(struct bq_mclient *c, const char *rcpt, const char *src,
+			  size_t src_len, uint64_t msg_id)
 {
 	uint8_t payload[32];
-	struct bq_ack a = { .acked_id = f->msg_id, .status = BQ_ACK_DELIVERED };
+	struct bq_ack a = { .acked_id = msg_id, .status = BQ_ACK_DELIVERED };
 	int n = bq_ack_encode(&a, payload, sizeof(payload));
 
-	if (n < 0 || !link_up(c)) {
-		return;
+	if (n < 0) {
+		return n;
+	}
+	if (!link_up(c)) {
+		return -ENOTCONN;
 	}
 	/* A fresh frame id per receipt: relays must not take a repeated receipt for a loop. */
-	send_frame(c, BQ_T_ACK, 0, bq_link_new_msg_id(), 0, rcpt, f->src, f->src_len, payload,
-		   (size_t)n);
+	return send_frame(c, BQ_T_ACK, 0, bq_link_new_msg_id(), 0, rcpt, src, src_len, payload,
+			  (size_t)n);
+}
+
+int bq_muser_confirm(struct bq_muser *u, const char *src, uint64_t msg_id)
+{
+	size_t len = src ? strlen(src) : 0;
+
+	if (!u || u->dead || !len || !bq_user_id_valid(src, len)) {
+		return -EINVAL;
+	}
+	return send_delivered(u->c, u->id, src, len, msg_id);
 }
 
 static void on_msg(struct bq_mclient *c, const struct bq_frame *f)
@@ -1000,7 +1018,9 @@ static void on_msg(struct bq_mclient *c, const struct bq_frame *f)
 		/* u may be detached by the callback; its id is still needed for the receipt. */
 		snprintf(rcpt, sizeof(rcpt), "%s", u->id);
 		deliver(c, u, f);
-		send_delivered(c, rcpt, f);
+		if (!c->cfg.hold_receipts) {
+			send_delivered(c, rcpt, f->src, f->src_len, f->msg_id);
+		}
 	}
 }
 

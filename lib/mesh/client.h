@@ -88,6 +88,14 @@ struct bq_mclient_config {
 	 */
 	uint32_t (*connect_gate)(void *connect_gate_ud);
 	void *connect_gate_ud;
+	/*
+	 * hold_receipts: the DELIVERED receipt of a direct message is not sent when the
+	 * message arrives but when the owner calls bq_muser_confirm, once the message is
+	 * safe where it is going (the client manager: stored by the web backend). Until
+	 * then the sender keeps retransmitting, and each repeat goes to message_repeat (the
+	 * first copy alone to message), so a receipt that was lost is sent again.
+	 */
+	bool hold_receipts;
 };
 
 struct bq_mclient_cbs {
@@ -99,6 +107,8 @@ struct bq_mclient_cbs {
 	void (*directory)(struct bq_mclient *c, const struct bq_dir_entry *e, void *ud);
 	/* An inbound MSG for u (first copy only). */
 	void (*message)(struct bq_muser *u, const struct bq_frame *f, void *ud);
+	/* With hold_receipts: a later copy of a direct message already given to message. */
+	void (*message_repeat)(struct bq_muser *u, const struct bq_frame *f, void *ud);
 	/* Progress of a message u sent: ACCEPTED, STORED, DELIVERED or a failure. */
 	void (*ack)(struct bq_muser *u, uint64_t msg_id, uint8_t status, const char *reason,
 		    void *ud);
@@ -146,6 +156,11 @@ void bq_muser_detach(struct bq_muser *u);
 enum bq_muser_state bq_muser_state(const struct bq_muser *u);
 const char *bq_muser_state_name(enum bq_muser_state st);
 const char *bq_muser_id(const struct bq_muser *u);
+/*
+ * With hold_receipts: send the DELIVERED receipt for message msg_id that src sent to u.
+ * 0; -ENOTCONN when the link is down (the sender's next repeat asks again); -EINVAL.
+ */
+int bq_muser_confirm(struct bq_muser *u, const char *src, uint64_t msg_id);
 void *bq_muser_data(const struct bq_muser *u);
 struct bq_mclient *bq_muser_client(const struct bq_muser *u);
 /* Messages sent by u and not yet settled (counts against max_outstanding). */

@@ -34,6 +34,21 @@ echo "backend down: sessions ready, $queued events waiting"
 sse_ready() { grep -A1 '^event: session$' "$T/sse.out" | grep -q '"user_id":"u1".*"state":"ready"'; }
 wait_until 5 "the event stream shows u1 ready" sse_ready
 
+# A receipt never claims more than is true: bob's message to u1 while the backend is
+# down reaches the manager, but bob is told "delivered" only once the backend stored it.
+bob_sees_u1() { ctl "node 3 users" | grep -q '"u1"'; }
+wait_until 10 "the mesh knows u1" bob_sees_u1
+reply=$(ctl "bot-send bob u1 held until stored")
+held=$(msg_id_of "$reply")
+held_receipt() { grep -q "^ack msg_id=$held status=delivered" "$(bot_log bob)"; }
+accepted() { grep -q "^ack msg_id=$held status=accepted" "$(bot_log bob)"; }
+wait_until 5 "bob's message accepted by the mesh" accepted
+sleep 2 # the bot retransmits meanwhile (1 s, then 2 s): no repeat may get a receipt
+held_receipt && fail "bob got DELIVERED for a message the backend never stored"
+curl -sf "$MGR_URL/metrics" | grep -q '^blueq_receipts_held [1-9]' ||
+	fail "no held receipt in the metrics: $(curl -sf "$MGR_URL/metrics" | grep receipts)"
+echo "backend down: bob's message is on its way, not 'delivered'"
+
 # The backend comes back, knowing one more user than the manager.
 echo '[{"user_id":"polled1","user_name":"Polled One"}]' >"$T/users.json"
 "$BIN/bq-fake-backend" --port "$BPORT" --events "$T/events.log" --users "$T/users.json" \
@@ -52,10 +67,11 @@ wait_until 10 "the poll connected polled1" polled_ready
 curl -sf "$MGR_URL/api/clients/polled1" | grep -q '"user_name":"Polled One"' || fail "polled1 has the wrong name"
 reachable() { curl -sf "$MGR_URL/api/status?clients=0" | grep -q '"reachable":true'; }
 wait_until 5 "the manager sees the backend" reachable
+wait_until 15 "bob's receipt once the backend stored his message" held_receipt
+grep '"type":"message"' "$T/events.log" | grep -q "\"message_id\":\"$held\"" ||
+	fail "the receipt went but the backend has no event for the message"
 
 # A mesh user's message to u1 reaches the backend as an event.
-bob_sees_u1() { ctl "node 3 users" | grep -q '"u1"'; }
-wait_until 10 "the mesh knows u1" bob_sees_u1
 reply=$(ctl "bot-send bob u1 hello from the mesh")
 id=$(msg_id_of "$reply")
 msg_event() { grep '"type":"message"' "$T/events.log" | grep -q "\"message_id\":\"$id\""; }

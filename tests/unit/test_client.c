@@ -71,6 +71,7 @@ static struct {
 	int msgs;
 	char last_text[128];
 	uint64_t last_msg_id;
+	int repeats;
 	struct {
 		uint64_t id;
 		uint8_t status;
@@ -391,11 +392,17 @@ static void cb_ack(struct bq_muser *u, uint64_t id, uint8_t status, const char *
 	}
 }
 
+static void cb_repeat(struct bq_muser *u, const struct bq_frame *f, void *ud)
+{
+	seen.repeats++;
+}
+
 static const struct bq_mclient_cbs cbs = {
 	.link_state = cb_link,
 	.user_state = cb_user,
 	.directory = cb_dir,
 	.message = cb_msg,
+	.message_repeat = cb_repeat,
 	.ack = cb_ack,
 };
 
@@ -764,6 +771,70 @@ START_TEST(test_duplicate_inbound)
 	run_for(100);
 	ck_assert_int_eq(seen.msgs, 2);
 	ck_assert_int_eq(count_frames(BQ_T_ACK), 2);
+	free_client(c);
+}
+END_TEST
+
+static bool one_ack_out(void *ud)
+{
+	return count_frames(BQ_T_ACK) >= 1;
+}
+
+/*
+ * hold_receipts: no DELIVERED until the owner confirms; a repeat goes to message_repeat
+ * (not message) and gets no receipt by itself; each confirm sends one receipt.
+ */
+START_TEST(test_hold_receipts)
+{
+	struct bq_mclient_config cfg;
+	struct bq_mclient *c;
+	struct bq_muser *u;
+	struct bq_frame f = { .type = BQ_T_MSG, .msg_id = 0x0102030405060708ULL, .src = "alice",
+			      .src_len = 5, .dst = "carol", .dst_len = 5,
+			      .payload = (const uint8_t *)"keep it", .payload_len = 7 };
+	struct bq_ack a;
+	struct bq_frame af = { .type = BQ_T_ACK };
+	const struct rec *r;
+
+	bq_mclient_config_defaults(&cfg);
+	cfg.hold_receipts = true;
+	c = new_client(&cfg);
+	u = bq_mclient_attach(c, "carol", "Carol", NULL);
+	ck_assert(wait_for_user(u, BQ_MU_READY, 3000));
+	send_frame(&f);
+	run_for(100);
+	ck_assert_int_eq(seen.msgs, 1);
+	ck_assert_int_eq(count_frames(BQ_T_ACK), 0);
+	f.attempt = 1;
+	send_frame(&f);
+	run_for(100);
+	ck_assert_int_eq(seen.msgs, 1);
+	ck_assert_int_eq(seen.repeats, 1);
+	ck_assert_int_eq(count_frames(BQ_T_ACK), 0);
+
+	ck_assert_int_eq(bq_muser_confirm(u, "alice", f.msg_id), 0);
+	ck_assert(bq_test_run_until(fn.loop, one_ack_out, NULL, 3000));
+	r = nth_frame(BQ_T_ACK, 0);
+	ck_assert_str_eq(r->src, "carol");
+	ck_assert_str_eq(r->dst, "alice");
+	af.payload = r->payload;
+	af.payload_len = r->plen;
+	ck_assert_int_eq(bq_ack_decode(&af, &a), 0);
+	ck_assert_uint_eq(a.acked_id, 0x0102030405060708ULL);
+	ck_assert_int_eq(a.status, BQ_ACK_DELIVERED);
+	ck_assert_int_eq(bq_muser_confirm(u, "not valid!", f.msg_id), -EINVAL);
+
+	/* A broadcast never has a receipt, held or not, and is never a "repeat". */
+	f.msg_id = 77;
+	f.flags = BQ_FF_BROADCAST;
+	f.dst = NULL;
+	f.dst_len = 0;
+	send_frame(&f);
+	send_frame(&f);
+	run_for(100);
+	ck_assert_int_eq(seen.msgs, 2);
+	ck_assert_int_eq(seen.repeats, 1);
+	ck_assert_int_eq(count_frames(BQ_T_ACK), 1);
 	free_client(c);
 }
 END_TEST
@@ -1296,6 +1367,7 @@ int main(void)
 	tcase_add_test(tc, test_retransmit_until_delivered);
 	tcase_add_test(tc, test_expire_and_queue_while_down);
 	tcase_add_test(tc, test_duplicate_inbound);
+	tcase_add_test(tc, test_hold_receipts);
 	tcase_add_test(tc, test_shared_link);
 	tcase_add_test(tc, test_broadcast_accepted_only);
 	tcase_add_test(tc, test_heartbeat_loss_reconnects);
