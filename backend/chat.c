@@ -103,55 +103,12 @@ static struct be_chat *chat_of(const struct be *b)
 
 /* ---- JSON helpers ---- */
 
-/* Text as a JSON string; bytes that are not UTF-8 become '?' (the mesh does not check). */
-static json_t *text_json(const char *s, size_t len)
-{
-	json_t *v = json_stringn(s, len);
-	char *copy;
-
-	if (v) {
-		return v;
-	}
-	copy = bq_malloc(len + 1);
-	if (!copy) {
-		return NULL;
-	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		copy[i] = (ch >= 0x80 || ch == 0) ? '?' : (char)ch;
-	}
-	v = json_stringn(copy, len);
-	bq_free(copy);
-	return v;
-}
-
 static json_t *msg_json(const char *id, const char *from, const char *to, const char *text,
 			size_t len, const char *state, const char *reason, int64_t at)
 {
 	return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s?, s:I}", "id", id, "from", from, "to", to,
-			 "text", text_json(text, len), "state", state, "reason", reason, "at",
+			 "text", bq_json_text(text, len), "state", state, "reason", reason, "at",
 			 (json_int_t)at);
-}
-
-static void reply_big(struct bq_http_req *req, unsigned status, json_t *v, size_t max)
-{
-	struct bq_buf out;
-
-	if (!v) {
-		bq_http_reply_error(req, 500, "internal", "out of memory");
-		return;
-	}
-	bq_buf_init(&out, max);
-	if (bq_json_dump(v, &out) < 0) {
-		json_decref(v);
-		bq_buf_free(&out);
-		bq_http_reply_error(req, 500, "internal", "answer too large or out of memory");
-		return;
-	}
-	json_decref(v);
-	bq_http_reply(req, status, NULL, out.data, out.len);
-	bq_buf_free(&out);
 }
 
 static bool peer_ok(const char *s)
@@ -763,7 +720,7 @@ void be_h_messages_get(struct bq_http_req *req, void *ud)
 				    json_pack("{s:I, s:s}", "before", (json_int_t)w.last_at,
 					      "before_id", w.last_id));
 	}
-	reply_big(req, 200, out, CONTACTS_REPLY_MAX);
+	bq_json_reply(req, 200, out, CONTACTS_REPLY_MAX);
 }
 
 /* ---- sending ---- */

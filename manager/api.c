@@ -31,22 +31,7 @@ static struct mgr *mgr_of(struct bq_http_req *req)
 /* Reply with a JSON value (stolen). */
 static void reply_json(struct bq_http_req *req, unsigned status, json_t *v)
 {
-	struct bq_buf b;
-
-	if (!v) {
-		bq_http_reply_error(req, 500, "internal", "out of memory");
-		return;
-	}
-	bq_buf_init(&b, STATUS_MAX);
-	if (bq_json_dump(v, &b) < 0) {
-		json_decref(v);
-		bq_buf_free(&b);
-		bq_http_reply_error(req, 500, "internal", "answer too large or out of memory");
-		return;
-	}
-	json_decref(v);
-	bq_http_reply(req, status, NULL, b.data, b.len);
-	bq_buf_free(&b);
+	bq_json_reply(req, status, v, STATUS_MAX);
 }
 
 static json_t *parse_body(struct bq_http_req *req)

@@ -157,29 +157,6 @@ static void push_tick(struct bq_timer *t, void *ud)
 	}
 }
 
-/* Valid UTF-8 stays; anything else becomes '?', so an event is always valid JSON. */
-json_t *mgr_text_json(const char *s, size_t len)
-{
-	json_t *v = json_stringn(s, len);
-	char *copy;
-
-	if (v) {
-		return v;
-	}
-	copy = bq_malloc(len + 1);
-	if (!copy) {
-		return NULL;
-	}
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		copy[i] = (c >= 0x80 || c == 0) ? '?' : (char)c;
-	}
-	v = json_stringn(copy, len);
-	bq_free(copy);
-	return v;
-}
-
 bool mgr_events_wanted(const struct mgr *m)
 {
 	return m->n_sse > 0 || (have_backend(m) && m->evq);

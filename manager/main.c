@@ -26,6 +26,7 @@
 #include "core/opt.h"
 #include "core/proc.h"
 #include "http/check.h"
+#include "http/json.h"
 #include "manager.h"
 #include "transport/addr.h"
 
@@ -204,7 +205,7 @@ static json_t *message_event(struct bq_session *s, const char *src, const char *
 	bq_outbox_id_format(msg_id, hex);
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "message", "message_id", hex,
 			 "user_id", bq_session_user_id(s), "from", src, "to",
-			 dst ? dst : BQ_OUTBOX_BROADCAST_DEST, "text", mgr_text_json(text, len));
+			 dst ? dst : BQ_OUTBOX_BROADCAST_DEST, "text", bq_json_text(text, len));
 }
 
 static void on_message(struct bq_session *s, const char *src, const char *dst, uint64_t msg_id,

@@ -163,7 +163,5 @@ void mgr_inbound(struct mgr *m, json_t *ev, const char *user_id, const char *src
 bool mgr_holds_receipts(const struct mgr *m);
 /* False when no event stream is open and there is no backend: callers skip building. */
 bool mgr_events_wanted(const struct mgr *m);
-/* A JSON string of message text: valid UTF-8 as is, other bytes as '?'. NULL: ENOMEM. */
-json_t *mgr_text_json(const char *s, size_t len);
 
 #endif

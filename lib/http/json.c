@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/alloc.h"
+
 int bq_json_parse_object(const void *body, size_t len, json_t **out, char *err, size_t errlen)
 {
 	json_error_t jerr;
@@ -141,4 +143,47 @@ int bq_json_dump(const json_t *v, struct bq_buf *out)
 		return ctx.err ? ctx.err : -ENOMEM;
 	}
 	return 0;
+}
+
+json_t *bq_json_text(const char *s, size_t len)
+{
+	json_t *v = json_stringn(s, len);
+	char *copy;
+
+	if (v || !s) {
+		return v;
+	}
+	copy = bq_malloc(len + 1);
+	if (!copy) {
+		return NULL;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		copy[i] = (ch >= 0x80 || ch == 0) ? '?' : (char)ch;
+	}
+	v = json_stringn(copy, len);
+	bq_free(copy);
+	return v;
+}
+
+int bq_json_reply(struct bq_http_req *req, unsigned status, json_t *v, size_t max)
+{
+	struct bq_buf b;
+	int rc;
+
+	if (!v) {
+		return bq_http_reply_error(req, 500, "internal", "out of memory");
+	}
+	bq_buf_init(&b, max);
+	if (bq_json_dump(v, &b) < 0) {
+		json_decref(v);
+		bq_buf_free(&b);
+		return bq_http_reply_error(req, 500, "internal",
+					   "answer too large or out of memory");
+	}
+	json_decref(v);
+	rc = bq_http_reply(req, status, NULL, b.data, b.len);
+	bq_buf_free(&b);
+	return rc;
 }

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "core/buf.h"
+#include "http/server.h"
 
 /*
  * Parse body as one JSON object. 0 and *out (release with json_decref), or -EINVAL
@@ -47,5 +48,18 @@ int bq_json_get_id(const json_t *obj, const char *field, bool required, char *bu
  * when it does not fit (out is then restored to its previous length), -ENOMEM.
  */
 int bq_json_dump(const json_t *v, struct bq_buf *out);
+
+/*
+ * Mesh text as a JSON string: valid UTF-8 stays, and when the bytes are not valid UTF-8
+ * (the mesh does not check) every byte >= 0x80 and every NUL becomes '?', so an event or
+ * an answer is always valid JSON. NULL on -ENOMEM.
+ */
+json_t *bq_json_text(const char *s, size_t len);
+
+/*
+ * Reply with v (stolen; NULL means out of memory: 500) encoded in at most max bytes;
+ * larger: 500 "answer too large". As bq_http_reply: 0 or a negative errno.
+ */
+int bq_json_reply(struct bq_http_req *req, unsigned status, json_t *v, size_t max);
 
 #endif

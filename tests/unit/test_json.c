@@ -110,6 +110,26 @@ START_TEST(test_dump_bounded)
 }
 END_TEST
 
+/* Mesh text: valid UTF-8 as is; otherwise every high byte and NUL becomes '?'. */
+START_TEST(test_text)
+{
+	json_t *v = bq_json_text("caf\xc3\xa9", 5);
+
+	ck_assert_ptr_nonnull(v);
+	ck_assert_str_eq(json_string_value(v), "caf\xc3\xa9");
+	json_decref(v);
+	v = bq_json_text("a\xff" "b\0c", 5);
+	ck_assert_ptr_nonnull(v);
+	ck_assert_uint_eq(json_string_length(v), 5);
+	ck_assert_int_eq(memcmp(json_string_value(v), "a?b?c", 5), 0);
+	json_decref(v);
+	v = bq_json_text("", 0);
+	ck_assert_ptr_nonnull(v);
+	ck_assert_str_eq(json_string_value(v), "");
+	json_decref(v);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("json");
@@ -119,6 +139,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_get_string);
 	tcase_add_test(tc, test_get_id);
 	tcase_add_test(tc, test_dump_bounded);
+	tcase_add_test(tc, test_text);
 	suite_add_tcase(s, tc);
 	return s;
 }
