@@ -32,17 +32,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -52,6 +49,7 @@
 
 #include <jansson.h>
 
+#include "common.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -78,28 +76,8 @@
 #define REG_PHASE_S 60
 #define LOGIN_SAMPLES 30
 #define SSE_BUF 65536
-#define MAX_ROWS 24
-#define ARGS_MAX 24
-#define ARGBUF 4096
 #define PATHLEN 320
 #define SEC 1000000ull
-
-struct proc {
-	pid_t pid; /* 0: not running */
-	char name[24];
-	char log[PATHLEN];
-	char argbuf[ARGBUF];
-	char *argv[ARGS_MAX + 1];
-	int stop_sig;	/* gunicorn stops quickly on SIGINT; SIGTERM waits for its workers */
-	bool own_group; /* gunicorn: its workers die with it, whatever way the bench ends */
-	pid_t pgid;
-};
-
-struct row {
-	char what[240];
-	char measured[320];
-	char target[96];
-};
 
 /* The manager's GET /api/events, read as it arrives (HTTP/1.0: no chunked framing). */
 struct sse {
@@ -124,7 +102,7 @@ struct bench {
 	struct bq_log *log;
 	struct bq_loop *loop;
 	struct bq_http_client *ctl; /* one-off requests and seeding */
-	struct proc odin, mgr, be, fl;
+	struct bench_proc odin, mgr, be, fl;
 	int mgr_port;
 	char mgr_url[64], be_url[64], fl_url[64];
 	char be_token[128], fl_token[128];
@@ -132,206 +110,12 @@ struct bench {
 	struct sse sse;
 	char died[PATHLEN + 100];
 	uint64_t next_alive_check;
-	struct row rows[MAX_ROWS];
-	int n_rows;
+	struct bench_rows rows;
 	bool failed; /* keep the directory for the logs */
 };
 
 /* For the exit path: children are stopped whatever way main ends. */
 static struct bench *g_bench;
-
-static uint64_t now_us(void)
-{
-	return bq_clock_now_us(bq_clock_system());
-}
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": error: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	if (g_bench) {
-		g_bench->failed = true;
-	}
-	exit(1);
-}
-
-static void add_row(struct bench *b, const char *what, const char *target, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static void add_row(struct bench *b, const char *what, const char *target, const char *fmt, ...)
-{
-	struct row *r;
-	va_list ap;
-
-	if (b->n_rows >= MAX_ROWS) {
-		return;
-	}
-	r = &b->rows[b->n_rows++];
-	snprintf(r->what, sizeof(r->what), "%s", what);
-	snprintf(r->target, sizeof(r->target), "%s", target);
-	va_start(ap, fmt);
-	vsnprintf(r->measured, sizeof(r->measured), fmt, ap);
-	va_end(ap);
-	say("| %s | %s | %s |", r->what, r->measured, r->target);
-}
-
-/* The decimal number at the start of s, through the option parser. */
-static bool leading_int(const char *s, int64_t *out)
-{
-	char digits[24];
-	size_t n = 0;
-
-	while (*s >= '0' && *s <= '9' && n < sizeof(digits) - 1) {
-		digits[n++] = *s++;
-	}
-	digits[n] = '\0';
-	return n > 0 && bq_opt_parse_int(digits, out) == 0;
-}
-
-static int cmp_i64(const void *x, const void *y)
-{
-	int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
-
-	return a < c ? -1 : a > c;
-}
-
-/* The p-th percentile of v[0..n) (sorted here), in milliseconds. */
-static double pct_ms(int64_t *v, size_t n, unsigned p)
-{
-	size_t i;
-
-	if (n == 0) {
-		return 0.0;
-	}
-	qsort(v, n, sizeof(*v), cmp_i64);
-	i = n * p / 100;
-	return v[i < n ? i : n - 1] / 1e3;
-}
-
-/* ---- processes ------------------------------------------------------------------------ */
-
-static void proc_set_args(struct proc *p, const char *const *argv)
-{
-	size_t off = 0;
-	int n = 0;
-
-	for (; argv[n] && n < ARGS_MAX; n++) {
-		size_t len = strlen(argv[n]) + 1;
-
-		if (off + len > sizeof(p->argbuf)) {
-			die("argument list too long for %s", p->name);
-		}
-		memcpy(p->argbuf + off, argv[n], len);
-		p->argv[n] = p->argbuf + off;
-		off += len;
-	}
-	p->argv[n] = NULL;
-}
-
-static void proc_start(struct proc *p)
-{
-	int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	pid_t parent = getpid();
-	pid_t pid;
-
-	if (fd < 0) {
-		die("cannot open %s: %s", p->log, strerror(errno));
-	}
-	pid = fork();
-	if (pid < 0) {
-		die("fork: %s", strerror(errno));
-	}
-	if (pid == 0) {
-		sigset_t none;
-		int devnull = open("/dev/null", O_RDONLY);
-
-		/* Only async-signal-safe calls until exec. */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		if (p->own_group) {
-			setpgid(0, 0);
-		}
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent) {
-			_exit(127); /* the bench died between fork and prctl */
-		}
-		if (devnull >= 0) {
-			dup2(devnull, STDIN_FILENO);
-		}
-		dup2(fd, STDOUT_FILENO);
-		dup2(fd, STDERR_FILENO);
-		/* Our HTTP connections and epoll set are not the child's business. */
-		close_range(3, ~0u, 0);
-		execv(p->argv[0], p->argv);
-		_exit(127);
-	}
-	close(fd);
-	p->pid = pid;
-	if (p->own_group) {
-		setpgid(pid, pid); /* as the child does: whichever runs first */
-		p->pgid = pid;
-	}
-}
-
-/* False (and the process reaped, pid 0) if it has exited. */
-static bool proc_alive(struct proc *p)
-{
-	if (p->pid <= 0) {
-		return false;
-	}
-	if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
-		p->pid = 0;
-		return false;
-	}
-	return true;
-}
-
-/* Its stop signal, wait up to grace_ms, then SIGKILL. True if it went within the grace. */
-static bool proc_stop(struct proc *p, uint64_t grace_ms)
-{
-	uint64_t end = now_us() + grace_ms * 1000;
-	bool clean = true;
-
-	if (p->pid <= 0) {
-		return true;
-	}
-	kill(p->pid, p->stop_sig ? p->stop_sig : SIGTERM);
-	while (waitpid(p->pid, NULL, WNOHANG) == 0) {
-		if (now_us() > end) {
-			clean = false;
-			kill(p->pid, SIGKILL);
-			waitpid(p->pid, NULL, 0);
-			break;
-		}
-		usleep(5000);
-	}
-	p->pid = 0;
-	return clean;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	remove(path);
-	return 0;
-}
 
 static void cleanup(void)
 {
@@ -341,18 +125,18 @@ static void cleanup(void)
 		return;
 	}
 	/* Front to back: the Flask app and the backend call the manager, which calls Odin. */
-	proc_stop(&b->fl, 3000);
+	bench_proc_stop(&b->fl, 0, 3000);
 	if (b->fl.pgid > 0) {
 		kill(-b->fl.pgid, SIGKILL); /* a worker its master left behind */
 		b->fl.pgid = 0;
 	}
-	proc_stop(&b->be, 3000);
-	proc_stop(&b->mgr, 3000);
-	proc_stop(&b->odin, 3000);
+	bench_proc_stop(&b->be, 0, 3000);
+	bench_proc_stop(&b->mgr, 0, 3000);
+	bench_proc_stop(&b->odin, 0, 3000);
 	if (b->failed || getenv("BENCH_KEEP")) {
 		fprintf(stderr, PROG ": logs kept in %s\n", b->dir);
 	} else if (b->dir[0]) {
-		nftw(b->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		bench_rm_tree(b->dir);
 	}
 }
 
@@ -369,32 +153,13 @@ static void on_fatal_signal(int signo)
 	raise(signo);
 }
 
-static bool unix_probe(const char *path)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok;
-
-	if (fd < 0) {
-		return false;
-	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		close(fd);
-		return false;
-	}
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
 /*
  * The port in p's log after key (e.g. msg="listening" on=http://127.0.0.1:), waited for
  * up to 15 s (gunicorn imports Flask first).
  */
-static int log_port(struct proc *p, const char *key)
+static int log_port(struct bench_proc *p, const char *key)
 {
-	uint64_t end = now_us() + 15 * SEC;
+	uint64_t end = bench_now_us() + 15 * SEC;
 
 	for (;;) {
 		char buf[65536];
@@ -410,16 +175,17 @@ static int log_port(struct proc *p, const char *key)
 		if (at) {
 			int64_t port;
 
-			if (!leading_int(at + strlen(key), &port) || port <= 0 || port > 65535) {
-				die("cannot read the port from %s", p->log);
+			if (!bench_leading_int(at + strlen(key), &port, NULL) || port <= 0 ||
+			    port > 65535) {
+				bench_die("cannot read the port from %s", p->log);
 			}
 			return (int)port;
 		}
-		if (!proc_alive(p)) {
-			die("%s exited at start (see %s)", p->name, p->log);
+		if (!bench_proc_alive(p, NULL)) {
+			bench_die("%s exited at start (see %s)", p->name, p->log);
 		}
-		if (now_us() > end) {
-			die("%s did not log its port within 15 s (see %s)", p->name, p->log);
+		if (bench_now_us() > end) {
+			bench_die("%s did not log its port within 15 s (see %s)", p->name, p->log);
 		}
 		usleep(20000);
 	}
@@ -444,7 +210,7 @@ static int free_port(void)
 		close(fd);
 	}
 	if (port <= 0) {
-		die("cannot get a free port: %s", strerror(errno));
+		bench_die("cannot get a free port: %s", strerror(errno));
 	}
 	return port;
 }
@@ -469,12 +235,12 @@ static bool find_on_path(const char *prog, char *out, size_t cap)
 
 static void start_odin(struct bench *b)
 {
-	struct proc *p = &b->odin;
+	struct bench_proc *p = &b->odin;
 	char bin[PATH_MAX + 32], listen[PATHLEN], ctl[PATHLEN], key[PATHLEN];
 	const char *argv[] = {bin,	   "--addr",	  ODIN_MAC,	"--listen", listen,
 			      "--control", ctl,		  "--key-file", key,	    "--max-clients",
 			      "20000",	   "--log-level", "warn",	NULL};
-	uint64_t end = now_us() + 10 * SEC;
+	uint64_t end = bench_now_us() + 10 * SEC;
 
 	snprintf(bin, sizeof(bin), "%s/blueq-node", b->bin_dir);
 	snprintf(p->name, sizeof(p->name), "Odin");
@@ -482,14 +248,14 @@ static void start_odin(struct bench *b)
 	snprintf(listen, sizeof(listen), "unix:%s/odin.sock", b->dir);
 	snprintf(ctl, sizeof(ctl), "%s/odin.ctl", b->dir);
 	snprintf(key, sizeof(key), "%s/network.key", b->dir);
-	proc_set_args(p, argv);
-	proc_start(p);
-	while (!unix_probe(ctl)) {
-		if (!proc_alive(p)) {
-			die("Odin exited at start (see %s)", p->log);
+	bench_proc_set_args(p, argv);
+	bench_proc_start(p);
+	while (!bench_unix_probe(ctl)) {
+		if (!bench_proc_alive(p, NULL)) {
+			bench_die("Odin exited at start (see %s)", p->log);
 		}
-		if (now_us() > end) {
-			die("Odin did not come up within 10 s (see %s)", p->log);
+		if (bench_now_us() > end) {
+			bench_die("Odin did not come up within 10 s (see %s)", p->log);
 		}
 		usleep(10000);
 	}
@@ -497,7 +263,7 @@ static void start_odin(struct bench *b)
 
 static void start_backend(struct bench *b)
 {
-	struct proc *p = &b->be;
+	struct bench_proc *p = &b->be;
 	char bin[PATH_MAX + 32], data[PATHLEN], murl[64];
 	/* All the load comes from one address: no rate limit (the Flask app has none). */
 	const char *argv[] = {bin,  "--port",	       "0",	      "--data-dir",
@@ -510,20 +276,20 @@ static void start_backend(struct bench *b)
 	snprintf(p->log, sizeof(p->log), "%s/backend.log", b->dir);
 	snprintf(data, sizeof(data), "%s/be", b->dir);
 	snprintf(murl, sizeof(murl), "%s", b->mgr_url);
-	proc_set_args(p, argv);
-	proc_start(p);
+	bench_proc_set_args(p, argv);
+	bench_proc_start(p);
 	snprintf(b->be_url, sizeof(b->be_url), "http://127.0.0.1:%d",
 		 log_port(p, "msg=\"listening\" on=http://127.0.0.1:"));
 }
 
 static void start_manager(struct bench *b)
 {
-	struct proc *p = &b->mgr;
+	struct bench_proc *p = &b->mgr;
 	char bin[PATH_MAX + 32], odin[PATHLEN], data[PATHLEN], tok[PATHLEN], port[16];
 	const char *argv[] = {bin,  odin,	   b->be_url, "--api-port",
 			      port, "--data-dir",  data,      "--backend-token-file",
 			      tok,  "--log-level", "warn",    NULL};
-	uint64_t end = now_us() + 10 * SEC;
+	uint64_t end = bench_now_us() + 10 * SEC;
 
 	snprintf(bin, sizeof(bin), "%s/blueq-manager", b->bin_dir);
 	snprintf(p->name, sizeof(p->name), "blueq-manager");
@@ -533,10 +299,10 @@ static void start_manager(struct bench *b)
 	snprintf(tok, sizeof(tok), "%s/be/service.token", b->dir);
 	snprintf(port, sizeof(port), "%d", b->mgr_port);
 	if (mkdir(data, 0700) < 0 && errno != EEXIST) {
-		die("mkdir %s: %s", data, strerror(errno));
+		bench_die("mkdir %s: %s", data, strerror(errno));
 	}
-	proc_set_args(p, argv);
-	proc_start(p);
+	bench_proc_set_args(p, argv);
+	bench_proc_start(p);
 	/* Its "listening" line is at info; at warn, wait until the port answers. */
 	for (;;) {
 		struct sockaddr_in sa = {.sin_family = AF_INET,
@@ -551,12 +317,12 @@ static void start_manager(struct bench *b)
 		if (up) {
 			return;
 		}
-		if (!proc_alive(p)) {
-			die("the manager exited at start (see %s)", p->log);
+		if (!bench_proc_alive(p, NULL)) {
+			bench_die("the manager exited at start (see %s)", p->log);
 		}
-		if (now_us() > end) {
-			die("the manager did not listen on port %d within 10 s (see %s)",
-			    b->mgr_port, p->log);
+		if (bench_now_us() > end) {
+			bench_die("the manager did not listen on port %d within 10 s (see %s)",
+				  b->mgr_port, p->log);
 		}
 		usleep(10000);
 	}
@@ -565,7 +331,7 @@ static void start_manager(struct bench *b)
 /* gunicorn -w 2 -b 127.0.0.1:0 --chdir BASELINE app:app, as bench/baseline/README.md. */
 static void start_flask(struct bench *b)
 {
-	struct proc *p = &b->fl;
+	struct bench_proc *p = &b->fl;
 	char db[PATHLEN];
 	const char *argv[] = {b->gunicorn,     "-w",	  "2", "-b", "127.0.0.1:0", "--chdir",
 			      b->baseline_dir, "app:app", NULL};
@@ -578,10 +344,10 @@ static void start_flask(struct bench *b)
 	/* The app's configuration, read at import (the children inherit the environment). */
 	if (setenv("BLUEQ_MANAGER_URL", b->mgr_url, 1) < 0 ||
 	    setenv("BLUEQ_BASELINE_DB", db, 1) < 0) {
-		die("setenv: %s", strerror(errno));
+		bench_die("setenv: %s", strerror(errno));
 	}
-	proc_set_args(p, argv);
-	proc_start(p);
+	bench_proc_set_args(p, argv);
+	bench_proc_start(p);
 	snprintf(b->fl_url, sizeof(b->fl_url), "http://127.0.0.1:%d",
 		 log_port(p, "Listening at: http://127.0.0.1:"));
 }
@@ -613,7 +379,7 @@ static void load_cb(int status, const char *body, size_t len, void *ud)
 {
 	struct load_call *c = ud;
 	struct load *l = c->l;
-	uint64_t t = now_us();
+	uint64_t t = bench_now_us();
 
 	l->inflight--;
 	if (status == -ECANCELED) {
@@ -635,7 +401,7 @@ static void load_cb(int status, const char *body, size_t len, void *ud)
 
 static void load_refill(struct load *l)
 {
-	while (!l->stop && l->inflight < CONC && now_us() < l->end_us) {
+	while (!l->stop && l->inflight < CONC && bench_now_us() < l->end_us) {
 		struct bq_http_request req = {.method = "GET",
 					      .url = l->url,
 					      .bearer_token = l->bearer,
@@ -644,10 +410,10 @@ static void load_refill(struct load *l)
 		int rc = -EAGAIN;
 
 		if (!c) {
-			die("out of memory");
+			bench_die("out of memory");
 		}
 		c->l = l;
-		c->t0 = now_us();
+		c->t0 = bench_now_us();
 		for (unsigned k = 0; k < NCLI && rc == -EAGAIN; k++) {
 			rc = bq_http_client_request(l->cli[l->next_cli++ % NCLI], &req, load_cb, c,
 						    NULL);
@@ -667,7 +433,7 @@ static void load_refill(struct load *l)
 
 static bool load_finished(const struct load *l)
 {
-	return l->inflight == 0 && (l->stop || now_us() >= l->end_us);
+	return l->inflight == 0 && (l->stop || bench_now_us() >= l->end_us);
 }
 
 static void sse_close(struct bench *b)
@@ -687,7 +453,7 @@ static void sse_close(struct bench *b)
 static bool run_until(struct bench *b, bool (*done)(struct bench *b, void *ud), void *ud,
 		      uint64_t deadline_us)
 {
-	struct proc *procs[] = {&b->odin, &b->mgr, &b->be, &b->fl};
+	struct bench_proc *procs[] = {&b->odin, &b->mgr, &b->be, &b->fl};
 
 	for (;;) {
 		uint64_t t;
@@ -695,7 +461,7 @@ static bool run_until(struct bench *b, bool (*done)(struct bench *b, void *ud), 
 		if (done(b, ud)) {
 			return true;
 		}
-		t = now_us();
+		t = bench_now_us();
 		if (t >= deadline_us) {
 			return false;
 		}
@@ -703,10 +469,10 @@ static bool run_until(struct bench *b, bool (*done)(struct bench *b, void *ud), 
 			b->next_alive_check = t + 100000;
 			for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++) {
 				if (procs[i]->argv[0] && procs[i]->pid > 0 &&
-				    !proc_alive(procs[i])) {
+				    !bench_proc_alive(procs[i], NULL)) {
 					snprintf(b->died, sizeof(b->died), "%s died (see %s)",
 						 procs[i]->name, procs[i]->log);
-					say("%s", b->died);
+					bench_say("%s", b->died);
 					b->failed = true;
 					return false;
 				}
@@ -732,7 +498,7 @@ static void sync_cb(int status, const char *body, size_t len, void *ud)
 
 	s->done = true;
 	s->status = status;
-	s->at_us = now_us();
+	s->at_us = bench_now_us();
 	if (body) {
 		s->body = bq_malloc(len + 1);
 		if (s->body) {
@@ -758,14 +524,14 @@ static void sync_start(struct bench *b, struct sync_call *s, const char *method,
 
 	memset(s, 0, sizeof(*s));
 	if (bq_http_client_request(b->ctl, &req, sync_cb, s, NULL) < 0) {
-		die("cannot start a request to %s", url);
+		bench_die("cannot start a request to %s", url);
 	}
 }
 
 /* Until the call has landed: it must not write into s after the caller returns. */
 static void sync_finish(struct bench *b, struct sync_call *s)
 {
-	if (!run_until(b, sync_done, s, now_us() + 15 * SEC)) {
+	if (!run_until(b, sync_done, s, bench_now_us() + 15 * SEC)) {
 		while (!s->done) {
 			bq_loop_run_once(b->loop, 100);
 		}
@@ -812,7 +578,7 @@ static void sse_line(struct bench *b, struct sse *s, char *line)
 	if (json_is_string(type) && strcmp(json_string_value(type), "session") == 0 &&
 	    json_is_string(state) && strcmp(json_string_value(state), "ready") == 0 &&
 	    json_is_string(user) && strcmp(json_string_value(user), s->want) == 0) {
-		s->ready_us = now_us();
+		s->ready_us = bench_now_us();
 	}
 	json_decref(ev);
 }
@@ -827,7 +593,7 @@ static void sse_io(struct bq_loop *loop, int fd, unsigned events, void *ud)
 		char *start, *nl;
 
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-			say("the manager's event stream closed");
+			bench_say("the manager's event stream closed");
 			sse_close(b);
 			return;
 		}
@@ -875,14 +641,14 @@ static bool sse_open(struct bench *b)
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    write(fd, req, (size_t)n) != n || fcntl(fd, F_SETFL, O_NONBLOCK) < 0 ||
 	    bq_loop_io_add(b->loop, fd, BQ_EV_READ, sse_io, b) < 0) {
-		say("cannot open the manager's event stream: %s", strerror(errno));
+		bench_say("cannot open the manager's event stream: %s", strerror(errno));
 		if (fd >= 0) {
 			close(fd);
 		}
 		return false;
 	}
 	b->sse.fd = fd;
-	return run_until(b, sse_hello, NULL, now_us() + 5 * SEC) && b->sse.hello;
+	return run_until(b, sse_hello, NULL, bench_now_us() + 5 * SEC) && b->sse.hello;
 }
 
 /* ---- phase 1: users in both backends ----------------------------------------------- */
@@ -935,7 +701,7 @@ static bool seed_done(struct bench *b, void *ud)
 		struct seed_call *c = bq_malloc(sizeof(*c));
 
 		if (!c) {
-			die("out of memory");
+			bench_die("out of memory");
 		}
 		c->s = s;
 		c->i = s->issued;
@@ -959,7 +725,7 @@ static const char *seed_users(struct bench *b, const char *base, const char *nam
 			      size_t cap, char *why, size_t why_cap)
 {
 	struct seed s = {.base = base, .token0 = token, .token_cap = cap};
-	uint64_t t0 = now_us();
+	uint64_t t0 = bench_now_us();
 	bool ok;
 
 	token[0] = '\0';
@@ -967,8 +733,8 @@ static const char *seed_users(struct bench *b, const char *base, const char *nam
 	while (s.inflight) {
 		bq_loop_run_once(b->loop, 100); /* the calls time out within 30 s */
 	}
-	say("%s: %u users registered in %.1f s (%u failed)", name, s.ok, (now_us() - t0) / 1e6,
-	    s.failed);
+	bench_say("%s: %u users registered in %.1f s (%u failed)", name, s.ok,
+		  (bench_now_us() - t0) / 1e6, s.failed);
 	if (ok && s.ok == USERS && token[0]) {
 		return NULL;
 	}
@@ -1037,8 +803,8 @@ static double proc_cpu_s(pid_t pid)
 	for (int field = 2; p && field < 14; field++) {
 		p = strchr(p + 1, ' ');
 	}
-	if (!p || !leading_int(p + 1, &ut) || !(p = strchr(p + 1, ' ')) ||
-	    !leading_int(p + 1, &st)) {
+	if (!p || !bench_leading_int(p + 1, &ut, NULL) || !(p = strchr(p + 1, ' ')) ||
+	    !bench_leading_int(p + 1, &st, NULL)) {
 		return 0.0;
 	}
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
@@ -1068,7 +834,7 @@ static double tree_cpu_s(pid_t pid)
 	while (*p) {
 		int64_t child;
 
-		if (leading_int(p, &child) && child > 0) {
+		if (bench_leading_int(p, &child, NULL) && child > 0) {
 			sum += proc_cpu_s((pid_t)child);
 		}
 		p += strcspn(p, " ");
@@ -1137,11 +903,11 @@ static void measure_wrk(struct bench *b, const char *url, const char *token, str
 	snprintf(dur, sizeof(dur), "%ds", HTTP_SECONDS);
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
 	if (pipe2(pfd, O_CLOEXEC) < 0) {
-		die("pipe: %s", strerror(errno));
+		bench_die("pipe: %s", strerror(errno));
 	}
 	pid = fork();
 	if (pid < 0) {
-		die("fork: %s", strerror(errno));
+		bench_die("fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
 		dup2(pfd[1], STDOUT_FILENO);
@@ -1178,7 +944,7 @@ static void measure_wrk(struct bench *b, const char *url, const char *token, str
 		} else if (strncmp(l, "Non-2xx or 3xx responses:", 25) == 0) {
 			int64_t bad = 0;
 
-			leading_int(l + 25 + strspn(l + 25, " "), &bad);
+			bench_leading_int(l + 25 + strspn(l + 25, " "), &bad, NULL);
 			r->failed += (uint64_t)bad;
 		} else if (strncmp(l, "Socket errors:", 14) == 0) {
 			snprintf(r->note, sizeof(r->note), "; wrk: %.150s", l);
@@ -1195,8 +961,8 @@ static void measure_wrk(struct bench *b, const char *url, const char *token, str
 	}
 }
 
-static void measure_get(struct bench *b, struct proc *server, const char *base, const char *path,
-			const char *token, struct http_result *r)
+static void measure_get(struct bench *b, struct bench_proc *server, const char *base,
+			const char *path, const char *token, struct http_result *r)
 {
 	double cpu_server, cpu_mgr, cpu_self, wall;
 	struct bq_http_client_config cfg;
@@ -1219,11 +985,11 @@ static void measure_get(struct bench *b, struct proc *server, const char *base, 
 		char url[300];
 
 		snprintf(url, sizeof(url), "%s%s", base, path);
-		t0 = now_us();
+		t0 = bench_now_us();
 		cpu_server = tree_cpu_s(server->pid);
 		cpu_mgr = proc_cpu_s(b->mgr.pid);
 		measure_wrk(b, url, token, r);
-		wall = (now_us() - t0) / 1e6;
+		wall = (bench_now_us() - t0) / 1e6;
 		r->cpu_server = (tree_cpu_s(server->pid) - cpu_server) / wall;
 		r->cpu_mgr = (proc_cpu_s(b->mgr.pid) - cpu_mgr) / wall;
 		r->cpu_self = -1.0; /* wrk's own, not ours */
@@ -1231,7 +997,7 @@ static void measure_get(struct bench *b, struct proc *server, const char *base, 
 	}
 	l = bq_calloc(1, sizeof(*l));
 	if (!l) {
-		die("out of memory");
+		bench_die("out of memory");
 	}
 	bq_http_client_config_defaults(&cfg);
 	cfg.max_calls = (CONC + NCLI - 1) / NCLI;
@@ -1243,13 +1009,13 @@ static void measure_get(struct bench *b, struct proc *server, const char *base, 
 	for (unsigned i = 0; i < NCLI; i++) {
 		l->cli[i] = bq_http_client_new(b->loop, b->log, &cfg);
 		if (!l->cli[i]) {
-			die("cannot create an HTTP client");
+			bench_die("cannot create an HTTP client");
 		}
 	}
 	if (!l->lat) {
-		die("out of memory");
+		bench_die("out of memory");
 	}
-	t0 = now_us();
+	t0 = bench_now_us();
 	cpu_server = tree_cpu_s(server->pid);
 	cpu_mgr = proc_cpu_s(b->mgr.pid);
 	cpu_self = self_cpu_s();
@@ -1257,17 +1023,18 @@ static void measure_get(struct bench *b, struct proc *server, const char *base, 
 	l->end_us = l->count_from_us + HTTP_SECONDS * SEC;
 	b->load = l;
 	if (!run_until(b, load_done, l, l->end_us + 10 * SEC)) {
-		say("GET %s: %u requests still in flight 10 s after the end", path, l->inflight);
+		bench_say("GET %s: %u requests still in flight 10 s after the end", path,
+			  l->inflight);
 	}
 	b->load = NULL;
-	wall = (now_us() - t0) / 1e6;
+	wall = (bench_now_us() - t0) / 1e6;
 	r->cpu_server = (tree_cpu_s(server->pid) - cpu_server) / wall;
 	r->cpu_mgr = (proc_cpu_s(b->mgr.pid) - cpu_mgr) / wall;
 	r->cpu_self = (self_cpu_s() - cpu_self) / wall;
 	r->measured = true;
 	r->rps = l->ok / (double)HTTP_SECONDS;
-	r->p50_ms = pct_ms(l->lat, l->n_lat, 50);
-	r->p99_ms = pct_ms(l->lat, l->n_lat, 99);
+	r->p50_ms = bench_pct_ms(l->lat, l->n_lat, 50);
+	r->p99_ms = bench_pct_ms(l->lat, l->n_lat, 99);
 	r->failed = l->failed;
 	if (l->failed) {
 		snprintf(r->note, sizeof(r->note), "; %" PRIu64 " failed, last %d %.80s", l->failed,
@@ -1295,34 +1062,36 @@ static void http_rows(struct bench *b, const char *path, const char *shape,
 	snprintf(what, sizeof(what), "GET %s (%s), %d in flight, keep-alive, %d s: blueq-backend",
 		 path, shape, CONC, HTTP_SECONDS);
 	if (be->measured) {
-		add_row(b, what, ">= 20x the Flask baseline",
+		bench_add_row(
+			&b->rows, what, ">= 20x the Flask baseline",
 			"%.0f requests/s, p50 %.2f ms, p99 %.2f ms (%zu-byte answer; CPU cores: "
 			"backend %.2f, manager %.2f%s%s)",
 			be->rps, be->p50_ms, be->p99_ms, be->doc_len, be->cpu_server, be->cpu_mgr,
 			gen_be, be->note);
 	} else {
-		add_row(b, what, ">= 20x the Flask baseline", "%s", be->note);
+		bench_add_row(&b->rows, what, ">= 20x the Flask baseline", "%s", be->note);
 	}
 	snprintf(what, sizeof(what),
 		 "GET %s (%s), %d in flight, %d s: Flask baseline (gunicorn -w 2, sync workers)",
 		 path, shape, CONC, HTTP_SECONDS);
 	if (fl_missing) {
-		add_row(b, what, "(reference)", "%s", fl_missing);
+		bench_add_row(&b->rows, what, "(reference)", "%s", fl_missing);
 	} else if (fl->measured) {
-		add_row(b, what, "(reference)",
+		bench_add_row(
+			&b->rows, what, "(reference)",
 			"%.0f requests/s, p50 %.2f ms, p99 %.2f ms (%zu-byte answer; CPU cores: "
 			"gunicorn %.2f, manager %.2f%s%s)",
 			fl->rps, fl->p50_ms, fl->p99_ms, fl->doc_len, fl->cpu_server, fl->cpu_mgr,
 			gen_fl, fl->note);
 	} else {
-		add_row(b, what, "(reference)", "%s", fl->note);
+		bench_add_row(&b->rows, what, "(reference)", "%s", fl->note);
 	}
 	snprintf(what, sizeof(what), "GET %s: blueq-backend / Flask, requests/s (p99)", path);
 	if (!fl_missing && be->measured && fl->measured && fl->rps > 0 && be->p99_ms > 0) {
-		add_row(b, what, ">= 20x", "%.1fx (p99 %.1fx lower)", be->rps / fl->rps,
-			fl->p99_ms / be->p99_ms);
+		bench_add_row(&b->rows, what, ">= 20x", "%.1fx (p99 %.1fx lower)",
+			      be->rps / fl->rps, fl->p99_ms / be->p99_ms);
 	} else {
-		add_row(b, what, ">= 20x", "not measured");
+		bench_add_row(&b->rows, what, ">= 20x", "not measured");
 	}
 }
 
@@ -1331,8 +1100,8 @@ static void phase_http(struct bench *b, const char *fl_missing)
 	struct http_result be = {0}, fl = {0};
 	char shape[80];
 
-	say("HTTP: %d requests in flight over %d clients, %d s each (after %d ms warm-up)", CONC,
-	    NCLI, HTTP_SECONDS, WARMUP_MS);
+	bench_say("HTTP: %d requests in flight over %d clients, %d s each (after %d ms warm-up)",
+		  CONC, NCLI, HTTP_SECONDS, WARMUP_MS);
 	snprintf(shape, sizeof(shape), "%d users", USERS);
 	measure_get(b, &b->be, b->be_url, "/api/contacts", b->be_token, &be);
 	if (!fl_missing) {
@@ -1368,27 +1137,28 @@ static void phase_register(struct bench *b)
 	int64_t *after = bq_calloc(REG_SAMPLES, sizeof(*after));
 	int64_t *reg = bq_calloc(REG_SAMPLES, sizeof(*reg));
 	int64_t *login = bq_calloc(LOGIN_SAMPLES, sizeof(*login));
-	uint64_t end = now_us() + REG_PHASE_S * SEC;
+	uint64_t end = bench_now_us() + REG_PHASE_S * SEC;
 	unsigned n = 0, nl = 0, bad = 0, lost = 0, tried = 0, bad_login = 0, last_bad = 0;
 	const char *rt = "p99 <= 20 ms (password hashing reported separately)";
 	char url[200], body[160], what[240];
 
 	if (!e2e || !after || !reg || !login) {
-		die("out of memory");
+		bench_die("out of memory");
 	}
-	say("registration -> ready: %d users one at a time, timed by the manager's event stream",
-	    REG_SAMPLES);
+	bench_say("registration -> ready: %d users one at a time, timed by the manager's event "
+		  "stream",
+		  REG_SAMPLES);
 	snprintf(what, sizeof(what),
 		 "registration -> ready: POST /api/register until the manager's event "
 		 "\"session\" state=ready, %d users one at a time: p50 / p99",
 		 REG_SAMPLES);
 	if (!sse_open(b)) {
-		add_row(b, what, rt, "not measured: %s",
-			b->died[0] ? b->died : "the manager's event stream did not open");
+		bench_add_row(&b->rows, what, rt, "not measured: %s",
+			      b->died[0] ? b->died : "the manager's event stream did not open");
 		goto out;
 	}
 	snprintf(url, sizeof(url), "%s/api/register", b->be_url);
-	for (unsigned i = 0; i < REG_SAMPLES && now_us() < end && !b->sse.closed; i++) {
+	for (unsigned i = 0; i < REG_SAMPLES && bench_now_us() < end && !b->sse.closed; i++) {
 		struct reg_wait w;
 		uint64_t t0;
 
@@ -1397,7 +1167,7 @@ static void phase_register(struct bench *b)
 		b->sse.ready_us = 0;
 		snprintf(body, sizeof(body), "{\"username\":\"reg%03u\",\"password\":\"%s\"}", i,
 			 PASSWORD);
-		t0 = now_us();
+		t0 = bench_now_us();
 		sync_start(b, &w.call, "POST", url, NULL, body);
 		run_until(b, reg_done, &w, t0 + REG_WAIT_MS * 1000ull);
 		sync_finish(b, &w.call);
@@ -1405,8 +1175,8 @@ static void phase_register(struct bench *b)
 			bad++;
 			last_bad = (unsigned)w.call.status;
 			if (bad <= 3) {
-				say("register reg%03u: %d %.100s", i, w.call.status,
-				    w.call.body ? w.call.body : "");
+				bench_say("register reg%03u: %d %.100s", i, w.call.status,
+					  w.call.body ? w.call.body : "");
 			}
 		} else if (!b->sse.ready_us) {
 			lost++;
@@ -1423,26 +1193,28 @@ static void phase_register(struct bench *b)
 	}
 	b->sse.want[0] = '\0';
 	if (n == 0) {
-		add_row(b, what, rt, "not measured: %s (%u tried, %u non-201, %u never ready)",
-			b->died[0] ? b->died : "no sample", tried, bad, lost);
+		bench_add_row(&b->rows, what, rt,
+			      "not measured: %s (%u tried, %u non-201, %u never ready)",
+			      b->died[0] ? b->died : "no sample", tried, bad, lost);
 		goto out;
 	}
-	add_row(b, what, rt, "%.2f ms / %.2f ms (max %.2f ms; %u samples%s%s; includes Argon2id)",
-		pct_ms(e2e, n, 50), pct_ms(e2e, n, 99), pct_ms(e2e, n, 100), n,
-		lost ? ", some not ready within 5 s" : "", bad ? ", some not 201" : "");
-	add_row(b,
-		"registration -> ready minus the registration's own 201 latency (the hash), "
-		"i.e. 201 -> ready: p50 / p99",
-		"p99 <= 20 ms", "%.2f ms / %.2f ms (max %.2f ms)", pct_ms(after, n, 50),
-		pct_ms(after, n, 99), pct_ms(after, n, 100));
-	add_row(b,
-		"POST /api/register -> 201 (one Argon2id hash, --hash-cost interactive, "
-		"and the insert): p50 / p99",
-		"(reported separately)", "%.2f ms / %.2f ms", pct_ms(reg, n, 50),
-		pct_ms(reg, n, 99));
+	bench_add_row(&b->rows, what, rt,
+		      "%.2f ms / %.2f ms (max %.2f ms; %u samples%s%s; includes Argon2id)",
+		      bench_pct_ms(e2e, n, 50), bench_pct_ms(e2e, n, 99), bench_pct_ms(e2e, n, 100),
+		      n, lost ? ", some not ready within 5 s" : "", bad ? ", some not 201" : "");
+	bench_add_row(&b->rows,
+		      "registration -> ready minus the registration's own 201 latency (the hash), "
+		      "i.e. 201 -> ready: p50 / p99",
+		      "p99 <= 20 ms", "%.2f ms / %.2f ms (max %.2f ms)", bench_pct_ms(after, n, 50),
+		      bench_pct_ms(after, n, 99), bench_pct_ms(after, n, 100));
+	bench_add_row(&b->rows,
+		      "POST /api/register -> 201 (one Argon2id hash, --hash-cost interactive, "
+		      "and the insert): p50 / p99",
+		      "(reported separately)", "%.2f ms / %.2f ms", bench_pct_ms(reg, n, 50),
+		      bench_pct_ms(reg, n, 99));
 	if (bad || lost) {
-		say("registration: %u non-201 (last %u), %u never ready within %d ms", bad,
-		    last_bad, lost, REG_WAIT_MS);
+		bench_say("registration: %u non-201 (last %u), %u never ready within %d ms", bad,
+			  last_bad, lost, REG_WAIT_MS);
 	}
 
 	/* The hash on its own: a login is one Argon2id verify at the same cost. */
@@ -1453,7 +1225,7 @@ static void phase_register(struct bench *b)
 
 		snprintf(body, sizeof(body), "{\"username\":\"reg%03u\",\"password\":\"%s\"}", i,
 			 PASSWORD);
-		t0 = now_us();
+		t0 = bench_now_us();
 		sync_start(b, &s, "POST", url, NULL, body);
 		sync_finish(b, &s);
 		if (s.status == 200) {
@@ -1468,11 +1240,12 @@ static void phase_register(struct bench *b)
 		 "p99",
 		 nl);
 	if (nl) {
-		add_row(b, what, "(reported separately)", "%.2f ms / %.2f ms%s",
-			pct_ms(login, nl, 50), pct_ms(login, nl, 99),
-			bad_login ? " (some logins failed)" : "");
+		bench_add_row(&b->rows, what, "(reported separately)", "%.2f ms / %.2f ms%s",
+			      bench_pct_ms(login, nl, 50), bench_pct_ms(login, nl, 99),
+			      bad_login ? " (some logins failed)" : "");
 	} else {
-		add_row(b, what, "(reported separately)", "not measured: every login failed");
+		bench_add_row(&b->rows, what, "(reported separately)",
+			      "not measured: every login failed");
 	}
 out:
 	sse_close(b);
@@ -1491,8 +1264,8 @@ int main(int argc, char **argv)
 	struct bq_http_client_config hc;
 	struct ready_wait rw = {.want = USERS};
 	const char *fl_missing = NULL, *why;
-	char path[PATH_MAX + 32], fl_why[512], be_why[512];
-	uint64_t t_start = now_us();
+	char path[PATH_MAX + 32], fl_why[512], be_why[512], header[240];
+	uint64_t t_start = bench_now_us();
 
 	if (argc < 2 || argc > 3) {
 		fprintf(stderr, "usage: " PROG " BIN_DIR [BASELINE_DIR]   (BIN_DIR holds "
@@ -1516,7 +1289,8 @@ int main(int argc, char **argv)
 	}
 	if (!find_on_path("wrk", b->wrk, sizeof(b->wrk))) {
 		b->wrk[0] = '\0';
-		say("wrk is not installed (bench/run.sh installs it): loading through libcurl");
+		bench_say(
+			"wrk is not installed (bench/run.sh installs it): loading through libcurl");
 	}
 	if (!find_on_path("gunicorn", b->gunicorn, sizeof(b->gunicorn))) {
 		fl_missing = "baseline not measured: gunicorn not installed (bench/run.sh installs "
@@ -1538,6 +1312,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	g_bench = b;
+	bench_init(PROG, &b->failed);
 	atexit(cleanup);
 	b->sse.fd = -1;
 	b->log = bq_log_new(PROG);
@@ -1547,10 +1322,10 @@ int main(int argc, char **argv)
 	hc.max_response = 16u << 20;
 	b->ctl = b->loop ? bq_http_client_new(b->loop, b->log, &hc) : NULL;
 	if (!b->ctl) {
-		die("cannot create the loop or the HTTP client");
+		bench_die("cannot create the loop or the HTTP client");
 	}
 	bq_log_set_level(b->log, BQ_LOG_WARN);
-	say("dir=%s", b->dir);
+	bench_say("dir=%s", b->dir);
 
 	start_odin(b);
 	b->mgr_port = free_port();
@@ -1560,22 +1335,22 @@ int main(int argc, char **argv)
 	if (!fl_missing) {
 		start_flask(b);
 	}
-	say("manager %s, blueq-backend %s, Flask %s", b->mgr_url, b->be_url,
-	    fl_missing ? "(not run)" : b->fl_url);
+	bench_say("manager %s, blueq-backend %s, Flask %s", b->mgr_url, b->be_url,
+		  fl_missing ? "(not run)" : b->fl_url);
 
 	/* Phase 1: the same names in both (blueq first: the manager connects each once). */
 	why = seed_users(b, b->be_url, "blueq-backend", b->be_token, sizeof(b->be_token), be_why,
 			 sizeof(be_why));
 	if (why) {
-		die("%s", why);
+		bench_die("%s", why);
 	}
 	if (!fl_missing) {
 		fl_missing = seed_users(b, b->fl_url, "Flask baseline", b->fl_token,
 					sizeof(b->fl_token), fl_why, sizeof(fl_why));
 	}
-	if (!run_until(b, mgr_ready_done, &rw, now_us() + 20 * SEC)) {
-		say("only %" PRId64 " of %d sessions ready in the manager after 20 s", rw.ready,
-		    USERS);
+	if (!run_until(b, mgr_ready_done, &rw, bench_now_us() + 20 * SEC)) {
+		bench_say("only %" PRId64 " of %d sessions ready in the manager after 20 s",
+			  rw.ready, USERS);
 	}
 
 	phase_http(b, fl_missing);
@@ -1583,15 +1358,12 @@ int main(int argc, char **argv)
 		phase_register(b);
 	}
 
-	printf("\n| what (blueq-backend vs the Flask baseline; one blueq-manager, one blueq-node "
-	       "as Odin over a UNIX socket; HTTP load from %s) "
-	       "| measured | target |\n|---|---|---|\n",
-	       b->wrk[0] ? "wrk -t1 -c100" : "one process through lib/http/client");
-	for (int i = 0; i < b->n_rows; i++) {
-		printf("| %s | %s | %s |\n", b->rows[i].what, b->rows[i].measured,
-		       b->rows[i].target);
-	}
-	printf("\n(%.0f s in all)\n", (now_us() - t_start) / 1e6);
+	snprintf(header, sizeof(header),
+		 "what (blueq-backend vs the Flask baseline; one blueq-manager, one blueq-node as "
+		 "Odin over a UNIX socket; HTTP load from %s)",
+		 b->wrk[0] ? "wrk -t1 -c100" : "one process through lib/http/client");
+	bench_print_rows(&b->rows, header);
+	printf("\n(%.0f s in all)\n", (bench_now_us() - t_start) / 1e6);
 	fflush(stdout);
 
 	cleanup();
