@@ -164,6 +164,15 @@ bool be_limit_check(struct be *b, struct bq_http_req *req, enum be_limit_kind ki
 size_t be_limits_tracked(const struct be *b);
 
 /* mesh.c */
+/* How long any call to the manager may take. */
+#define BE_MANAGER_TIMEOUT_MS 5000
+/*
+ * One call to the manager's API (its URL and token from the options, body NULL or a
+ * NUL-terminated JSON text). As bq_http_client_request: 0 and cb runs once later, or a
+ * negative errno and it never does.
+ */
+int be_manager_call(struct be *b, const char *method, const char *path, const char *body,
+		    bq_http_response_cb cb, void *ud);
 int be_mesh_start(struct be *b, char *err, size_t errlen);
 void be_mesh_stop(struct be *b);
 /* A user was registered: connect it through the manager now (kept until it works). */

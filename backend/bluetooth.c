@@ -21,7 +21,6 @@
 static const char *const MOD = "bluetooth";
 
 #define BT_USERS_MAX 100000 /* users remembered from the manager's events */
-#define PROXY_TIMEOUT_MS 5000
 
 /*
  * Cached reads of the manager (GET /api/status, GET /api/users). However many browsers
@@ -60,24 +59,6 @@ struct read_cache {
 struct be_reads {
 	struct read_cache kinds[READ_KINDS];
 };
-
-/* One call to the manager's API (its URL and token from the options); as
- * bq_http_client_request: 0 and cb runs once later, or a negative errno and it never does. */
-static int manager_call(struct be *b, const char *method, const char *path, const char *body,
-			bq_http_response_cb cb, void *ud)
-{
-	struct bq_http_request r = {0};
-	char url[1200];
-
-	snprintf(url, sizeof(url), "%s%s", b->o->manager_url, path);
-	r.method = method;
-	r.url = url;
-	r.bearer_token = b->o->manager_token;
-	r.body = body;
-	r.body_len = body ? strlen(body) : 0;
-	r.timeout_ms = PROXY_TIMEOUT_MS;
-	return bq_http_client_request(b->cli, &r, cb, ud, NULL);
-}
 
 static void reads_free(struct be *b);
 static void snapshot_free(struct be *b);
@@ -311,7 +292,7 @@ static void snapshot_tick(struct bq_timer *t, void *ud)
 		if (sn->got[k]) {
 			continue;
 		}
-		if (manager_call(b, "GET", read_paths[k], NULL, snapshot_done, &sn->calls[k]) ==
+		if (be_manager_call(b, "GET", read_paths[k], NULL, snapshot_done, &sn->calls[k]) ==
 		    0) {
 			sn->in_flight++;
 		}
@@ -462,20 +443,25 @@ static void proxy_abort(struct bq_http_req *req, void *ud)
 	p->req = NULL;
 }
 
+/* Answer a browser with the manager's answer as it gave it, or 503 naming the manager. */
+static void relay(struct be *b, struct bq_http_req *req, int status, const char *body, size_t len)
+{
+	if (status < 0) {
+		bq_http_reply_error(req, 503, "manager_unreachable",
+				    "the manager at %s is unreachable: %s", b->o->manager_url,
+				    strerror(-status));
+	} else {
+		bq_http_reply(req, (unsigned)status, NULL, body, len);
+	}
+}
+
 static void proxy_done(int status, const char *body, size_t len, void *ud)
 {
 	struct proxy *p = ud;
 
 	be_bt_reads_stale(p->b); /* a connect, disconnect or send may have changed them */
 	if (p->req) {
-		if (status < 0) {
-			bq_http_reply_error(p->req, 503, "manager_unreachable",
-					    "the manager at %s is unreachable: %s",
-					    p->b->o->manager_url, strerror(-status));
-		} else {
-			/* The manager's own answer, status and JSON, as it gave it. */
-			bq_http_reply(p->req, (unsigned)status, NULL, body, len);
-		}
+		relay(p->b, p->req, status, body, len);
 	}
 	bq_free(p);
 }
@@ -500,7 +486,7 @@ static void proxy(struct be *b, struct bq_http_req *req, const char *method, con
 	}
 	p->b = b;
 	p->req = req;
-	rc = manager_call(b, method, path, text, proxy_done, p);
+	rc = be_manager_call(b, method, path, text, proxy_done, p);
 	free(text);
 	if (rc < 0) {
 		bq_free(p);
@@ -556,13 +542,7 @@ static void read_done(int status, const char *body, size_t len, void *ud)
 	rc->stale = false;
 	while ((w = list)) {
 		list = w->next;
-		if (status < 0) {
-			bq_http_reply_error(w->req, 503, "manager_unreachable",
-					    "the manager at %s is unreachable: %s",
-					    rc->b->o->manager_url, strerror(-status));
-		} else {
-			bq_http_reply(w->req, (unsigned)status, NULL, body, len);
-		}
+		relay(rc->b, w->req, status, body, len);
 		bq_free(w);
 	}
 }
@@ -583,7 +563,7 @@ static void read_cached(struct be *b, struct bq_http_req *req, unsigned kind)
 		return;
 	}
 	if (!rc->in_flight) {
-		err = manager_call(b, "GET", rc->path, NULL, read_done, rc);
+		err = be_manager_call(b, "GET", rc->path, NULL, read_done, rc);
 		if (err < 0) {
 			bq_free(w);
 			bq_http_reply_error(req, 503, "busy", "cannot call the manager now: %s",

@@ -37,7 +37,6 @@ static const char *const MOD = "chat";
 #define FRAME_MAX (128u << 10)	  /* one SSE frame; a 4 KiB text escaped fits many times */
 #define REPLAY_MAX (128u << 10)	  /* more than this to replay: "reset" (buffer is 256 KiB) */
 #define TEXT_MAX 4096		  /* the mesh's limit (the manager answers 413 above) */
-#define SEND_TIMEOUT_MS 5000
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 200
 #define EARLY_MAX 64	    /* delivery events that overtook their send's 202 */
@@ -943,11 +942,10 @@ void be_h_messages_post(struct bq_http_req *req, void *ud)
 {
 	struct be *b = bq_http_req_user_data(req);
 	struct be_chat *c = chat_of(b);
-	struct bq_http_request hr = {0};
 	struct bq_buser me;
 	struct send_ctx *s = NULL;
 	struct bq_bmsg m = {0};
-	char err[300], to[BQ_BSTORE_PEER_MAX + 1], conv[BQ_BSTORE_CONV_MAX + 1], url[1200];
+	char err[300], to[BQ_BSTORE_PEER_MAX + 1], conv[BQ_BSTORE_CONV_MAX + 1];
 	const char *text;
 	size_t len, blen;
 	const void *body = bq_http_req_body(req, &blen);
@@ -1035,14 +1033,7 @@ void be_h_messages_post(struct bq_http_req *req, void *ud)
 		bq_http_reply_error(req, 503, "busy", "out of memory");
 		goto out;
 	}
-	snprintf(url, sizeof(url), "%s/api/send", b->o->manager_url);
-	hr.method = "POST";
-	hr.url = url;
-	hr.bearer_token = b->o->manager_token;
-	hr.body = payload;
-	hr.body_len = strlen(payload);
-	hr.timeout_ms = SEND_TIMEOUT_MS;
-	rc = bq_http_client_request(b->cli, &hr, send_done, s, NULL);
+	rc = be_manager_call(b, "POST", "/api/send", payload, send_done, s);
 	if (rc < 0) {
 		snprintf(err, sizeof(err), "cannot call the manager: %s",
 			 rc == -EAGAIN ? "too many calls in flight" : strerror(-rc));

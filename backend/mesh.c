@@ -95,8 +95,6 @@ static int push_one(void *ud, const struct bq_bpending *p)
 {
 	struct be *b = ud;
 	struct push_call *pc = bq_calloc(1, sizeof(*pc));
-	struct bq_http_request req = {0};
-	char url[1200];
 	json_t *body;
 	char *text;
 	int rc;
@@ -115,17 +113,11 @@ static int push_one(void *ud, const struct bq_bpending *p)
 		bq_free(pc);
 		return -ENOMEM;
 	}
-	snprintf(url, sizeof(url), "%s/api/connect", b->o->manager_url);
-	req.method = "POST";
-	req.url = url;
-	req.bearer_token = b->o->manager_token;
-	req.body = text;
-	req.body_len = strlen(text);
-	req.timeout_ms = 5000;
 	/* Not due again until this call ends, whatever happens to the process meanwhile. */
 	bq_bstore_pending_reschedule(b->store, p->user_id, p->attempts,
-				     (int64_t)bq_wall_ms() + 2 * 5000, p->last_error);
-	rc = bq_http_client_request(b->cli, &req, push_done, pc, NULL);
+				     (int64_t)bq_wall_ms() + 2 * BE_MANAGER_TIMEOUT_MS,
+				     p->last_error);
+	rc = be_manager_call(b, "POST", "/api/connect", text, push_done, pc);
 	free(text);
 	if (rc < 0) {
 		bq_free(pc);
@@ -223,6 +215,22 @@ void be_h_users_poll(struct bq_http_req *req, void *ud)
 	snprintf(cur, sizeof(cur), "%" PRId64, next);
 	be_reply_json(req, 200,
 		      json_pack("{s:o, s:s, s:b}", "users", w.users, "cursor", cur, "more", more));
+}
+
+int be_manager_call(struct be *b, const char *method, const char *path, const char *body,
+		    bq_http_response_cb cb, void *ud)
+{
+	struct bq_http_request r = {0};
+	char url[1200];
+
+	snprintf(url, sizeof(url), "%s%s", b->o->manager_url, path);
+	r.method = method;
+	r.url = url;
+	r.bearer_token = b->o->manager_token;
+	r.body = body;
+	r.body_len = body ? strlen(body) : 0;
+	r.timeout_ms = BE_MANAGER_TIMEOUT_MS;
+	return bq_http_client_request(b->cli, &r, cb, ud, NULL);
 }
 
 int be_mesh_start(struct be *b, char *err, size_t errlen)
